@@ -1,0 +1,51 @@
+"""fruitlens: fast MobileNetV2 image embeddings and PCA for PySpark, with a Rust core.
+
+>>> import fruitlens
+>>> emb = fruitlens.Embedder("mobilenet_v2_224.onnx")
+>>> batch = emb.embed([open("apple.jpg", "rb").read()])   # features + error columns
+>>> pca = fruitlens.PCA(0.95).fit(features)
+"""
+
+from __future__ import annotations
+
+from ._core import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    PCA,
+    Embedder,
+    PCAStats,
+    decode,
+    pca_stats,
+)
+from ._errors import (
+    DecodeError,
+    FruitlensError,
+    InferenceError,
+    ModelError,
+    PCAError,
+    RuntimeNotFoundError,
+)
+from ._native import __version__
+from ._runtime import find_onnxruntime_library
+from .models import build_random_model, convert_keras, model_info
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_PIXELS",
+    "PCA",
+    "DecodeError",
+    "Embedder",
+    "FruitlensError",
+    "InferenceError",
+    "ModelError",
+    "PCAError",
+    "PCAStats",
+    "RuntimeNotFoundError",
+    "__version__",
+    "build_random_model",
+    "convert_keras",
+    "decode",
+    "find_onnxruntime_library",
+    "model_info",
+    "pca_stats",
+]

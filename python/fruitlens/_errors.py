@@ -1,0 +1,41 @@
+"""The fruitlens exception hierarchy.
+
+Every error fruitlens raises on purpose is a :class:`FruitlensError`.  Subclasses also
+derive from the closest built-in exception so that ``except ValueError`` /
+``except OSError`` keep working in user code.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FruitlensError",
+    "DecodeError",
+    "ModelError",
+    "RuntimeNotFoundError",
+    "InferenceError",
+    "PCAError",
+]
+
+
+class FruitlensError(Exception):
+    """Base class of every fruitlens error."""
+
+
+class DecodeError(FruitlensError, ValueError):
+    """An image could not be decoded or was refused by a limit."""
+
+
+class ModelError(FruitlensError, ValueError):
+    """A model file is missing, malformed or has the wrong input/output shape."""
+
+
+class RuntimeNotFoundError(FruitlensError, OSError):
+    """The ONNX Runtime shared library could not be found or loaded."""
+
+
+class InferenceError(FruitlensError, RuntimeError):
+    """ONNX Runtime failed while running the model."""
+
+
+class PCAError(FruitlensError, ValueError):
+    """PCA was given inconsistent data or parameters."""

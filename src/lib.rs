@@ -1,0 +1,17 @@
+//! fruitlens: encoded fruit photos → MobileNetV2 embeddings → PCA, as Arrow-batch
+//! functions for PySpark executors.
+//!
+//! The core modules ([`decode`], [`resize`], [`embed`], [`pca`]) are plain Rust and
+//! never touch Python; the pyo3 binding layer lives in `python/` behind the `python`
+//! feature, so `cargo test` needs no interpreter.
+
+pub mod decode;
+pub mod embed;
+pub mod error;
+pub mod pca;
+pub mod resize;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use error::{DecodeErrorKind, DecodeFailure, Error, Result};
