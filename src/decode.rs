@@ -4,7 +4,8 @@
 //! (dimensions checked against the pixel budget *before* any pixel buffer is
 //! allocated) → decode → RGB8 (alpha composited on white, 16-bit reduced, palette and
 //! grey expanded) → EXIF orientation → bicubic resize to `size × size` with Pillow's
-//! exact algorithm → `x / 127.5 - 1` into an NHWC `f32` slice.
+//! exact algorithm → `x / 127.5 - 1` into an NHWC `f32` slice. JPEGs are decoded by
+//! libjpeg-turbo (see [`crate::jpeg`]), the other formats by the `image` crate.
 //!
 //! Every failure is a [`DecodeFailure`] for that image only; [`decode_batch`] fills
 //! the other rows and reports one optional failure per row.
@@ -102,16 +103,6 @@ fn classify(format: ImageFormat, err: image::ImageError) -> DecodeFailure {
     }
 }
 
-/// A JPEG must end with an EOI marker (`FF D9`), possibly followed by a little
-/// padding; without one the file was cut short, and decoders that pad missing data
-/// with grey would otherwise give a silently wrong image.
-fn jpeg_has_eoi(bytes: &[u8]) -> bool {
-    // Some writers append trailers (e.g. padding or vendor data) after EOI; look in the
-    // last 64 KiB, which covers those without scanning a huge file.
-    let tail = &bytes[bytes.len().saturating_sub(64 * 1024)..];
-    tail.windows(2).any(|w| w == [0xFF, 0xD9])
-}
-
 /// Decode encoded bytes into an upright RGB8 image, enforcing the limits.
 pub fn decode_rgb8(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage, DecodeFailure> {
     if bytes.is_empty() {
@@ -151,11 +142,8 @@ pub fn decode_rgb8(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage, Decod
             format!("{format:?} images are not supported (JPEG, PNG, WebP, BMP, GIF, TIFF are)"),
         ));
     }
-    if format == ImageFormat::Jpeg && !jpeg_has_eoi(bytes) {
-        return Err(fail(
-            Kind::Truncated,
-            "JPEG has no end-of-image marker: the file was cut short",
-        ));
+    if format == ImageFormat::Jpeg {
+        return crate::jpeg::decode(bytes, opts.max_pixels);
     }
 
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);

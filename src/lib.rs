@@ -8,6 +8,7 @@
 pub mod decode;
 pub mod embed;
 pub mod error;
+pub mod jpeg;
 pub mod pca;
 pub mod resize;
 

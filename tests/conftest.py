@@ -91,3 +91,91 @@ def golden_224(shared_dir: Path) -> dict[str, np.ndarray]:
 def golden_160(shared_dir: Path) -> dict[str, np.ndarray]:
     """Keras reference tensors at 160 (see shared/golden/README.md)."""
     return _load_golden(shared_dir, 160)
+
+
+# --------------------------------------------------------------------------------------
+# A local S3 endpoint (moto) for the object-store tests (tests/s3_server.py)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1 (a free port), for the whole session."""
+    pytest.importorskip("moto.server", reason="moto[server] is needed for the S3 tests")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from s3_server import S3Server
+
+    server = S3Server().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new, empty bucket; AWS_ENDPOINT_URL and fake credentials point at the server."""
+    import uuid
+
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    s3_server.create_bucket(bucket)
+    return bucket
+
+
+# --------------------------------------------------------------------------------------
+# Spark (issue 3): a local[2] session and a small labelled image folder
+# --------------------------------------------------------------------------------------
+
+#: Images per class copied from fruits360-sample/Test by ``fruit_images``.
+FRUIT_IMAGES_PER_CLASS = 10
+FRUIT_CLASSES = ("apple", "lemon", "mango", "raspberry")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """A local[2] SparkSession for the whole test session (Java 17 needed)."""
+    pyspark_sql = pytest.importorskip("pyspark.sql")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    session = (
+        pyspark_sql.SparkSession.builder.master("local[2]")
+        .appName("fruitlens-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.default.parallelism", "2")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "64")
+        .config("spark.driver.memory", "2g")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def fruit_images(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small labelled image tree: ``<class>/<file>`` with 10 JPEGs per class, plus
+
+    ``apple/UPPER.JPG`` (a real image, upper-case extension), ``lemon/corrupt.jpg``
+    (not an image), ``mango/empty.jpg`` (0 bytes), and files that must be ignored:
+    ``raspberry/notes.txt`` and ``raspberry/.hidden.jpg``. 43 images in all.
+    """
+    import shutil
+
+    root = tmp_path_factory.mktemp("fruit_images")
+    source = shared_dir / "data" / "fruits360-sample" / "Test"
+    for cls in FRUIT_CLASSES:
+        (root / cls).mkdir()
+        for path in sorted((source / cls).iterdir())[:FRUIT_IMAGES_PER_CLASS]:
+            shutil.copyfile(path, root / cls / path.name)
+    extra_apple = sorted((source / "apple").iterdir())[-1]
+    shutil.copyfile(extra_apple, root / "apple" / "UPPER.JPG")
+    (root / "lemon" / "corrupt.jpg").write_bytes(b"this is not a JPEG\n" * 10)
+    (root / "mango" / "empty.jpg").write_bytes(b"")
+    (root / "raspberry" / "notes.txt").write_text("not an image")
+    shutil.copyfile(extra_apple, root / "raspberry" / ".hidden.jpg")
+    return root

@@ -1,0 +1,113 @@
+"""A progress line for Spark jobs, from ``SparkContext.statusTracker()``.
+
+A daemon thread polls the status tracker and writes ``[phase] stage N: done/total
+tasks`` to stderr: rewritten in place on a terminal, one line every ``every``
+seconds otherwise (logs, CI).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any, TextIO
+
+__all__ = ["SparkProgress"]
+
+
+class SparkProgress:
+    """Report the progress of the active Spark stages while a block runs.
+
+    >>> with SparkProgress(spark.sparkContext) as progress:
+    ...     progress.phase("featurize")
+    ...     df.count()
+    """
+
+    def __init__(
+        self,
+        sc: Any,
+        *,
+        stream: TextIO | None = None,
+        interval: float = 0.5,
+        every: float = 10.0,
+        enabled: bool = True,
+    ) -> None:
+        self._sc = sc
+        self._stream = stream if stream is not None else sys.stderr
+        self._interval = interval
+        self._every = every
+        self._enabled = enabled
+        self._tty = bool(getattr(self._stream, "isatty", lambda: False)())
+        self._phase = ""
+        self._phase_start = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_len = 0
+        self._last_print = 0.0
+        self._lock = threading.Lock()
+
+    def phase(self, name: str) -> None:
+        """Name what runs now (shown in the progress line and as the job description)."""
+        with self._lock:
+            self._clear()
+            self._phase = name
+            self._phase_start = time.monotonic()
+        try:
+            self._sc.setJobDescription(f"fruitlens: {name}")
+        except Exception:  # pragma: no cover - best effort
+            pass
+
+    def __enter__(self) -> SparkProgress:
+        if self._enabled:
+            self._thread = threading.Thread(target=self._run, name="fruitlens-progress")
+            self._thread.daemon = True
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._lock:
+            self._clear()
+
+    def _clear(self) -> None:
+        if self._tty and self._last_len:
+            self._stream.write("\r" + " " * self._last_len + "\r")
+            self._stream.flush()
+            self._last_len = 0
+
+    def _line(self) -> str | None:
+        tracker = self._sc.statusTracker()
+        parts = []
+        for stage_id in sorted(tracker.getActiveStageIds()):
+            info = tracker.getStageInfo(stage_id)
+            if info is None:
+                continue
+            running = f", {info.numActiveTasks} running" if info.numActiveTasks else ""
+            parts.append(
+                f"stage {stage_id}: {info.numCompletedTasks}/{info.numTasks} tasks{running}"
+            )
+        if not parts:
+            return None
+        elapsed = time.monotonic() - self._phase_start
+        return f"[{self._phase or 'spark'} {elapsed:5.0f}s] " + "; ".join(parts)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                line = self._line()
+            except Exception:  # the context is stopping, py4j went away, ...
+                return
+            if line is None:
+                continue
+            with self._lock:
+                if self._tty:
+                    pad = max(0, self._last_len - len(line))
+                    self._stream.write("\r" + line + " " * pad)
+                    self._last_len = len(line)
+                    self._stream.flush()
+                elif time.monotonic() - self._last_print >= self._every:
+                    self._stream.write(line + "\n")
+                    self._stream.flush()
+                    self._last_print = time.monotonic()

