@@ -79,7 +79,7 @@ while [[ $# -gt 0 ]]; do
     --dry-run) DRY_RUN=1; shift; continue ;;
     -h | --help) usage ;;
   esac
-  [[ $# -ge 2 ]] || die "option $1 needs a value (see --help)"
+  [[ $# -ge 2 && "$2" != --* ]] || die "option $1 needs a value (see --help)"
   case "$1" in
     --name) NAME="$2" ;;
     --release) RELEASE="$2" ;;

@@ -54,7 +54,7 @@ while [[ $# -gt 0 ]]; do
     --wait) WAIT=1; shift ;;
     -h | --help) usage ;;
     --cluster-id | --name | --deploy-mode | --launcher | --conf | --action-on-failure | --region)
-      [[ $# -ge 2 ]] || die "option $1 needs a value"
+      [[ $# -ge 2 && "$2" != --* ]] || die "option $1 needs a value"
       case "$1" in
         --cluster-id) CLUSTER_ID="$2" ;;
         --name) NAME="$2" ;;

@@ -90,11 +90,21 @@ fn classify(format: ImageFormat, err: image::ImageError) -> DecodeFailure {
         E::Decoding(e) => {
             let msg = e.to_string();
             let lower = msg.to_ascii_lowercase();
-            let truncated = ["eof", "end of file", "unexpected end", "truncat", "no more bytes", "not enough"]
-                .iter()
-                .any(|w| lower.contains(w));
+            let truncated = [
+                "eof",
+                "end of file",
+                "unexpected end",
+                "truncat",
+                "no more bytes",
+                "not enough",
+            ]
+            .iter()
+            .any(|w| lower.contains(w));
             if truncated {
-                fail(Kind::Truncated, format!("{name} data ends before the image is complete ({msg})"))
+                fail(
+                    Kind::Truncated,
+                    format!("{name} data ends before the image is complete ({msg})"),
+                )
             } else {
                 fail(Kind::Corrupt, format!("{name} data is damaged ({msg})"))
             }
@@ -152,7 +162,13 @@ pub fn decode_rgb8(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage, Decod
     let (w, h) = decoder.dimensions();
     let pixels = u64::from(w) * u64::from(h);
     if w == 0 || h == 0 {
-        return Err(fail(Kind::Corrupt, format!("{} header declares an empty {w}×{h} image", format_name(format))));
+        return Err(fail(
+            Kind::Corrupt,
+            format!(
+                "{} header declares an empty {w}×{h} image",
+                format_name(format)
+            ),
+        ));
     }
     if pixels > opts.max_pixels {
         return Err(fail(
@@ -170,7 +186,9 @@ pub fn decode_rgb8(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage, Decod
     limits.max_image_width = Some(w);
     limits.max_image_height = Some(h);
     limits.max_alloc = Some(pixels.saturating_mul(16).saturating_add(64 << 20));
-    decoder.set_limits(limits).map_err(|e| classify(format, e))?;
+    decoder
+        .set_limits(limits)
+        .map_err(|e| classify(format, e))?;
     let orientation = decoder.orientation().ok();
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| classify(format, e))?;
     if let Some(o) = orientation {
@@ -191,7 +209,10 @@ fn over_white(c: u8, a: u8) -> u8 {
 pub fn to_rgb8_on_white(img: DynamicImage) -> RgbImage {
     match img {
         DynamicImage::ImageRgb8(rgb) => rgb,
-        DynamicImage::ImageLuma8(_) | DynamicImage::ImageRgb16(_) | DynamicImage::ImageLuma16(_) | DynamicImage::ImageRgb32F(_) => img.to_rgb8(),
+        DynamicImage::ImageLuma8(_)
+        | DynamicImage::ImageRgb16(_)
+        | DynamicImage::ImageLuma16(_)
+        | DynamicImage::ImageRgb32F(_) => img.to_rgb8(),
         other if other.color().has_alpha() => {
             let rgba = other.to_rgba8();
             let (w, h) = rgba.dimensions();
@@ -215,8 +236,16 @@ pub fn normalize_into(rgb: &[u8], out: &mut [f32]) {
 }
 
 /// Decode, resize and normalise one image into `out` (`opts.tensor_len()` floats).
-pub fn preprocess_into(bytes: &[u8], opts: &DecodeOptions, out: &mut [f32]) -> Result<(), DecodeFailure> {
-    assert_eq!(out.len(), opts.tensor_len(), "output slice has the wrong length");
+pub fn preprocess_into(
+    bytes: &[u8],
+    opts: &DecodeOptions,
+    out: &mut [f32],
+) -> Result<(), DecodeFailure> {
+    assert_eq!(
+        out.len(),
+        opts.tensor_len(),
+        "output slice has the wrong length"
+    );
     let rgb = decode_rgb8(bytes, opts)?;
     let resized = resize::resize_rgb8(&rgb, opts.size, opts.size);
     normalize_into(resized.as_raw(), out);
@@ -226,9 +255,17 @@ pub fn preprocess_into(bytes: &[u8], opts: &DecodeOptions, out: &mut [f32]) -> R
 /// Decode a batch in parallel (on the current rayon pool) into `out`, which holds
 /// `inputs.len() * opts.tensor_len()` floats. Rows that fail are zero-filled and get
 /// `Some(failure)` in the returned vector; the others get `None`.
-pub fn decode_batch(inputs: &[Option<&[u8]>], opts: &DecodeOptions, out: &mut [f32]) -> Vec<Option<DecodeFailure>> {
+pub fn decode_batch(
+    inputs: &[Option<&[u8]>],
+    opts: &DecodeOptions,
+    out: &mut [f32],
+) -> Vec<Option<DecodeFailure>> {
     let len = opts.tensor_len();
-    assert_eq!(out.len(), inputs.len() * len, "output buffer has the wrong length");
+    assert_eq!(
+        out.len(),
+        inputs.len() * len,
+        "output buffer has the wrong length"
+    );
     if len == 0 {
         return inputs.iter().map(|_| None).collect();
     }
@@ -262,16 +299,27 @@ mod tests {
     }
 
     fn gradient(w: u32, h: u32) -> RgbImage {
-        ImageBuffer::from_fn(w, h, |x, y| Rgb([(x * 255 / w.max(1)) as u8, (y * 255 / h.max(1)) as u8, 128]))
+        ImageBuffer::from_fn(w, h, |x, y| {
+            Rgb([(x * 255 / w.max(1)) as u8, (y * 255 / h.max(1)) as u8, 128])
+        })
     }
 
     #[test]
     fn lossless_formats_roundtrip_to_the_same_pixels() {
         let img = DynamicImage::ImageRgb8(gradient(37, 23));
-        for format in [ImageFormat::Png, ImageFormat::Bmp, ImageFormat::Tiff, ImageFormat::WebP] {
+        for format in [
+            ImageFormat::Png,
+            ImageFormat::Bmp,
+            ImageFormat::Tiff,
+            ImageFormat::WebP,
+        ] {
             let bytes = encode(&img, format);
             let decoded = decode_rgb8(&bytes, &DecodeOptions::new(8)).unwrap();
-            assert_eq!(decoded.as_raw(), img.as_rgb8().unwrap().as_raw(), "{format:?}");
+            assert_eq!(
+                decoded.as_raw(),
+                img.as_rgb8().unwrap().as_raw(),
+                "{format:?}"
+            );
         }
     }
 
@@ -282,7 +330,13 @@ mod tests {
             let bytes = encode(&img, format);
             let decoded = decode_rgb8(&bytes, &DecodeOptions::new(8)).unwrap();
             assert_eq!(decoded.dimensions(), (64, 48));
-            let mad: f64 = decoded.as_raw().iter().zip(img.as_rgb8().unwrap().as_raw()).map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs()).sum::<f64>() / decoded.as_raw().len() as f64;
+            let mad: f64 = decoded
+                .as_raw()
+                .iter()
+                .zip(img.as_rgb8().unwrap().as_raw())
+                .map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs())
+                .sum::<f64>()
+                / decoded.as_raw().len() as f64;
             assert!(mad < tol, "{format:?}: mean abs diff {mad}");
         }
     }
@@ -295,17 +349,26 @@ mod tests {
 
         let ga = DynamicImage::ImageLumaA8(ImageBuffer::from_pixel(4, 4, LumaA([0u8, 0])));
         let rgb = decode_rgb8(&encode(&ga, ImageFormat::Png), &DecodeOptions::new(4)).unwrap();
-        assert!(rgb.pixels().all(|p| p.0 == [255, 255, 255]), "fully transparent → white");
+        assert!(
+            rgb.pixels().all(|p| p.0 == [255, 255, 255]),
+            "fully transparent → white"
+        );
 
-        let rgba = DynamicImage::ImageRgba8(ImageBuffer::from_pixel(4, 4, Rgba([200u8, 0, 0, 128])));
+        let rgba =
+            DynamicImage::ImageRgba8(ImageBuffer::from_pixel(4, 4, Rgba([200u8, 0, 0, 128])));
         let rgb = decode_rgb8(&encode(&rgba, ImageFormat::Png), &DecodeOptions::new(4)).unwrap();
         // 200*128/255 + 255*127/255 = 100.4 + 127 = 227.4 → 227 ; 0 → 127
-        assert!(rgb.pixels().all(|p| p.0 == [227, 127, 127]), "{:?}", rgb.get_pixel(0, 0));
+        assert!(
+            rgb.pixels().all(|p| p.0 == [227, 127, 127]),
+            "{:?}",
+            rgb.get_pixel(0, 0)
+        );
     }
 
     #[test]
     fn sixteen_bit_png_is_scaled_to_eight_bits() {
-        let img: ImageBuffer<Rgb<u16>, Vec<u16>> = ImageBuffer::from_pixel(3, 3, Rgb([65535u16, 32896, 0]));
+        let img: ImageBuffer<Rgb<u16>, Vec<u16>> =
+            ImageBuffer::from_pixel(3, 3, Rgb([65535u16, 32896, 0]));
         let bytes = encode(&DynamicImage::ImageRgb16(img), ImageFormat::Png);
         let rgb = decode_rgb8(&bytes, &DecodeOptions::new(3)).unwrap();
         assert_eq!(rgb.get_pixel(1, 1).0, [255, 128, 0]);
@@ -336,9 +399,20 @@ mod tests {
             max_bytes: 10,
             ..DecodeOptions::new(8)
         };
-        assert_eq!(decode_rgb8(&bytes, &opts).unwrap_err().kind, Kind::TooManyBytes);
-        assert_eq!(decode_rgb8(&[], &DecodeOptions::new(8)).unwrap_err().kind, Kind::Empty);
-        assert_eq!(decode_rgb8(b"hello, this is text", &DecodeOptions::new(8)).unwrap_err().kind, Kind::UnknownFormat);
+        assert_eq!(
+            decode_rgb8(&bytes, &opts).unwrap_err().kind,
+            Kind::TooManyBytes
+        );
+        assert_eq!(
+            decode_rgb8(&[], &DecodeOptions::new(8)).unwrap_err().kind,
+            Kind::Empty
+        );
+        assert_eq!(
+            decode_rgb8(b"hello, this is text", &DecodeOptions::new(8))
+                .unwrap_err()
+                .kind,
+            Kind::UnknownFormat
+        );
     }
 
     #[test]
@@ -362,7 +436,11 @@ mod tests {
         let errs = decode_batch(&[Some(&a), Some(&b)], &opts, &mut clean);
         assert!(errs.iter().all(Option::is_none));
         let mut mixed = vec![1f32; 4 * len];
-        let errs = decode_batch(&[Some(&a), Some(b"junk"), None, Some(&b)], &opts, &mut mixed);
+        let errs = decode_batch(
+            &[Some(&a), Some(b"junk"), None, Some(&b)],
+            &opts,
+            &mut mixed,
+        );
         assert_eq!(errs[1].as_ref().unwrap().kind, Kind::UnknownFormat);
         assert_eq!(errs[2].as_ref().unwrap().kind, Kind::Null);
         assert_eq!(&mixed[..len], &clean[..len]);

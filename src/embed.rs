@@ -11,9 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
-use ort::environment::Environment;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use crate::decode::{decode_batch, DecodeOptions};
@@ -29,8 +29,16 @@ static RUNTIME: OnceLock<std::result::Result<(PathBuf, Environment), String>> = 
 pub fn resolve_runtime_path(explicit: Option<&Path>) -> Option<PathBuf> {
     explicit
         .map(Path::to_path_buf)
-        .or_else(|| std::env::var_os(ORT_LIB_ENV).filter(|v| !v.is_empty()).map(PathBuf::from))
-        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()).map(PathBuf::from))
+        .or_else(|| {
+            std::env::var_os(ORT_LIB_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .or_else(|| {
+            std::env::var_os("ORT_DYLIB_PATH")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
 }
 
 /// Load ONNX Runtime once per process. Later calls return the first outcome (a
@@ -70,7 +78,9 @@ fn environment() -> Result<&'static Environment> {
     match RUNTIME.get() {
         Some(Ok((_, env))) => Ok(env),
         Some(Err(e)) => Err(Error::RuntimeNotFound(e.clone())),
-        None => Err(Error::RuntimeNotFound("ONNX Runtime has not been loaded yet".into())),
+        None => Err(Error::RuntimeNotFound(
+            "ONNX Runtime has not been loaded yet".into(),
+        )),
     }
 }
 
@@ -104,20 +114,41 @@ fn inspect(session: &Session, path: &Path) -> Result<ModelInfo> {
         ))
     };
     let [input] = session.inputs() else {
-        return Err(bad(format!("it has {} inputs, expected 1", session.inputs().len())));
+        return Err(bad(format!(
+            "it has {} inputs, expected 1",
+            session.inputs().len()
+        )));
     };
     let [output] = session.outputs() else {
-        return Err(bad(format!("it has {} outputs, expected 1", session.outputs().len())));
+        return Err(bad(format!(
+            "it has {} outputs, expected 1",
+            session.outputs().len()
+        )));
     };
-    let (ValueType::Tensor { ty: in_ty, shape: in_shape, .. }, ValueType::Tensor { ty: out_ty, shape: out_shape, .. }) =
-        (input.dtype(), output.dtype())
+    let (
+        ValueType::Tensor {
+            ty: in_ty,
+            shape: in_shape,
+            ..
+        },
+        ValueType::Tensor {
+            ty: out_ty,
+            shape: out_shape,
+            ..
+        },
+    ) = (input.dtype(), output.dtype())
     else {
         return Err(bad("its input and output must be tensors".into()));
     };
     let in_dims: Vec<i64> = in_shape.iter().copied().collect();
     let out_dims: Vec<i64> = out_shape.iter().copied().collect();
     let f32_ty = TensorElementType::Float32;
-    if *in_ty != f32_ty || in_dims.len() != 4 || in_dims[3] != 3 || in_dims[1] <= 0 || in_dims[1] != in_dims[2] {
+    if *in_ty != f32_ty
+        || in_dims.len() != 4
+        || in_dims[3] != 3
+        || in_dims[1] <= 0
+        || in_dims[1] != in_dims[2]
+    {
         return Err(bad(format!(
             "input `{}` is {in_ty:?} {in_dims:?}, expected float32 [N, S, S, 3] (NHWC)",
             input.name()
@@ -158,7 +189,11 @@ pub struct Embedder {
 impl Embedder {
     /// Load the model (and ONNX Runtime, if not yet loaded). `threads = None` means
     /// [`default_threads`].
-    pub fn new(model_path: impl AsRef<Path>, threads: Option<usize>, runtime: Option<&Path>) -> Result<Self> {
+    pub fn new(
+        model_path: impl AsRef<Path>,
+        threads: Option<usize>,
+        runtime: Option<&Path>,
+    ) -> Result<Self> {
         let model_path = model_path.as_ref().to_path_buf();
         if !model_path.is_file() {
             return Err(Error::Model(format!(
@@ -181,7 +216,10 @@ impl Embedder {
 
     fn build_state(model_path: &Path, threads: usize) -> Result<ProcessState> {
         let model_err = |e: ort::Error| {
-            Error::Model(format!("could not load the ONNX model {}: {e}", model_path.display()))
+            Error::Model(format!(
+                "could not load the ONNX model {}: {e}",
+                model_path.display()
+            ))
         };
         let session = Session::builder(environment()?)
             .map_err(model_err)?
@@ -197,7 +235,9 @@ impl Embedder {
             .num_threads(threads)
             .thread_name(|i| format!("fruitlens-decode-{i}"))
             .build()
-            .map_err(|e| Error::InvalidArgument(format!("could not start {threads} decode threads: {e}")))?;
+            .map_err(|e| {
+                Error::InvalidArgument(format!("could not start {threads} decode threads: {e}"))
+            })?;
         Ok(ProcessState {
             pid: std::process::id(),
             session,
@@ -219,7 +259,10 @@ impl Embedder {
 
     /// Run `f` with this process' state, rebuilding it after a fork.
     fn with_state<T>(&self, f: impl FnOnce(&mut ProcessState) -> Result<T>) -> Result<T> {
-        let mut guard = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let pid = std::process::id();
         if guard.as_ref().is_none_or(|s| s.pid != pid) {
             if let Some(stale) = guard.take() {
@@ -232,10 +275,17 @@ impl Embedder {
         f(guard.as_mut().expect("state was just set"))
     }
 
-    fn run_session(&self, state: &mut ProcessState, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+    fn run_session(
+        &self,
+        state: &mut ProcessState,
+        x: &[f32],
+        n: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
         let s = self.info.input_size as usize;
         let d = self.info.output_dim;
-        let input = TensorRef::from_array_view(([n, s, s, 3], x)).map_err(|e| Error::Inference(e.to_string()))?;
+        let input = TensorRef::from_array_view(([n, s, s, 3], x))
+            .map_err(|e| Error::Inference(e.to_string()))?;
         let outputs = state
             .session
             .run(ort::inputs![self.info.input_name.as_str() => input])
@@ -317,8 +367,18 @@ impl Embedder {
                 let next = chunks.peek().map(|(_, c)| *c);
                 let (result, decoded_next) = std::thread::scope(|scope| {
                     let handle = next.map(|c| scope.spawn(|| decode_chunk(c)));
-                    let result = self.embed_decoded(state, &buf, &errs, &mut features[i * batch * d..], per, d);
-                    (result, handle.map(|h| h.join().expect("decode thread panicked")))
+                    let result = self.embed_decoded(
+                        state,
+                        &buf,
+                        &errs,
+                        &mut features[i * batch * d..],
+                        per,
+                        d,
+                    );
+                    (
+                        result,
+                        handle.map(|h| h.join().expect("decode thread panicked")),
+                    )
                 });
                 result?;
                 errors.extend(errs);
@@ -340,7 +400,12 @@ impl Embedder {
         per: usize,
         d: usize,
     ) -> Result<()> {
-        let ok: Vec<usize> = errs.iter().enumerate().filter(|(_, e)| e.is_none()).map(|(i, _)| i).collect();
+        let ok: Vec<usize> = errs
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.is_none())
+            .map(|(i, _)| i)
+            .collect();
         if ok.is_empty() {
             return Ok(());
         }
@@ -378,7 +443,9 @@ mod tests {
 
     #[test]
     fn missing_model_is_a_model_error() {
-        let err = Embedder::new("/nonexistent/model.onnx", Some(1), None).err().expect("must fail");
+        let err = Embedder::new("/nonexistent/model.onnx", Some(1), None)
+            .err()
+            .expect("must fail");
         assert!(matches!(err, Error::Model(_)), "{err}");
         assert!(err.to_string().contains("fruitlens model fetch"), "{err}");
     }

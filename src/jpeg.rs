@@ -90,7 +90,8 @@ fn error_manager() -> ffi::jpeg_error_mgr {
 
 /// The orientation stored in an `Exif\0\0` APP1 segment, if any.
 fn exif_orientation(app1: &[u8]) -> Option<Orientation> {
-    app1.strip_prefix(b"Exif\0\0").and_then(Orientation::from_exif_chunk)
+    app1.strip_prefix(b"Exif\0\0")
+        .and_then(Orientation::from_exif_chunk)
 }
 
 /// Pillow's `MULDIV255`: `round(a * b / 255)` in integer arithmetic.
@@ -126,7 +127,10 @@ fn decode_inner(bytes: &[u8], max_pixels: u64) -> Result<Decoded, DecodeFailure>
     let (w, h) = dec.size();
     let pixels = w as u64 * h as u64;
     if w == 0 || h == 0 {
-        return Err(DecodeFailure::new(Kind::Corrupt, format!("JPEG header declares an empty {w}×{h} image")));
+        return Err(DecodeFailure::new(
+            Kind::Corrupt,
+            format!("JPEG header declares an empty {w}×{h} image"),
+        ));
     }
     if pixels > max_pixels {
         return Err(DecodeFailure::new(
@@ -147,19 +151,26 @@ fn decode_inner(bytes: &[u8], max_pixels: u64) -> Result<Decoded, DecodeFailure>
     }
     let (width, height) = (w as u32, h as u32);
     let mut rgb = vec![0u8; w * h * 3];
-    match dec.image().map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))? {
+    match dec
+        .image()
+        .map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?
+    {
         mozjpeg::decompress::Format::RGB(mut started) => {
             started
                 .read_scanlines_into(&mut rgb)
                 .map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?;
-            started.finish().map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?;
+            started
+                .finish()
+                .map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?;
         }
         mozjpeg::decompress::Format::Gray(mut started) => {
             let mut grey = vec![0u8; w * h];
             started
                 .read_scanlines_into(&mut grey)
                 .map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?;
-            started.finish().map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?;
+            started
+                .finish()
+                .map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?;
             for (o, &g) in rgb.chunks_exact_mut(3).zip(&grey) {
                 o.fill(g);
             }
@@ -169,7 +180,9 @@ fn decode_inner(bytes: &[u8], max_pixels: u64) -> Result<Decoded, DecodeFailure>
             started
                 .read_scanlines_into(&mut cmyk)
                 .map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?;
-            started.finish().map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?;
+            started
+                .finish()
+                .map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?;
             cmyk_to_rgb(&cmyk, adobe, &mut rgb);
         }
     }
@@ -193,21 +206,25 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeFailure> 
                 .unwrap_or_else(|| "unknown libjpeg failure".into());
             let lower = msg.to_ascii_lowercase();
             let ran_out = damage == Some(ffi::JWRN_JPEG_EOF as c_int);
-            let kind = if ran_out || lower.contains("premature end") || lower.contains("empty input") {
-                Kind::Truncated
-            } else if lower.contains("unsupported") || lower.contains("not supported") {
-                Kind::Unsupported
-            } else if lower.contains("maximum supported image dimension") {
-                Kind::TooManyPixels
-            } else {
-                Kind::Corrupt
-            };
+            let kind =
+                if ran_out || lower.contains("premature end") || lower.contains("empty input") {
+                    Kind::Truncated
+                } else if lower.contains("unsupported") || lower.contains("not supported") {
+                    Kind::Unsupported
+                } else if lower.contains("maximum supported image dimension") {
+                    Kind::TooManyPixels
+                } else {
+                    Kind::Corrupt
+                };
             return Err(DecodeFailure::new(kind, format!("JPEG: {msg}")));
         }
     };
     if let Some(code) = damage {
         return Err(if code == ffi::JWRN_JPEG_EOF as c_int {
-            DecodeFailure::new(Kind::Truncated, "JPEG data ends before the image is complete")
+            DecodeFailure::new(
+                Kind::Truncated,
+                "JPEG data ends before the image is complete",
+            )
         } else {
             DecodeFailure::new(
                 Kind::Corrupt,
@@ -231,7 +248,10 @@ mod tests {
         for a in [0u32, 1, 127, 128, 254, 255] {
             for b in [0u32, 1, 100, 255] {
                 let exact = (a * b) as f64 / 255.0;
-                assert!((muldiv255(a, b) as f64 - exact).abs() <= 0.5 + 1e-9, "{a}*{b}");
+                assert!(
+                    (muldiv255(a, b) as f64 - exact).abs() <= 0.5 + 1e-9,
+                    "{a}*{b}"
+                );
             }
         }
     }

@@ -162,9 +162,14 @@ impl PcaStats {
         let count = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
         let expected = 20 + 8 * (d + d * (d + 1) / 2);
         if bytes.len() != expected {
-            return Err(bad(&format!("{} bytes, expected {expected} for dimension {d}", bytes.len())));
+            return Err(bad(&format!(
+                "{} bytes, expected {expected} for dimension {d}",
+                bytes.len()
+            )));
         }
-        let mut vals = bytes[20..].chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")));
+        let mut vals = bytes[20..]
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")));
         let sum: Vec<f64> = vals.by_ref().take(d).collect();
         let mut xtx = Mat::zeros(d, d);
         for j in 0..d {
@@ -172,7 +177,12 @@ impl PcaStats {
                 xtx[(i, j)] = vals.next().expect("length checked");
             }
         }
-        Ok(Self { dim: d, count, sum, xtx })
+        Ok(Self {
+            dim: d,
+            count,
+            sum,
+            xtx,
+        })
     }
 }
 
@@ -293,7 +303,14 @@ impl PcaModel {
         let centred = Mat::from_fn(n, d, |r, c| f64::from(rows[r * d + c]) - self.mean[c]);
         let w = MatRef::from_row_major_slice(&self.components, self.k, d);
         let mut scores = Mat::<f64>::zeros(n, self.k);
-        faer::linalg::matmul::matmul(scores.as_mut(), Accum::Replace, centred.as_ref(), w.transpose(), 1.0, Par::Seq);
+        faer::linalg::matmul::matmul(
+            scores.as_mut(),
+            Accum::Replace,
+            centred.as_ref(),
+            w.transpose(),
+            1.0,
+            Par::Seq,
+        );
         let mut out = Vec::with_capacity(n * self.k);
         for r in 0..n {
             for c in 0..self.k {
@@ -308,9 +325,13 @@ impl PcaModel {
     }
 
     pub fn from_json(text: &str) -> Result<Self> {
-        let m: PcaModel = serde_json::from_str(text).map_err(|e| Error::Pca(format!("not a fruitlens PCA model file: {e}")))?;
+        let m: PcaModel = serde_json::from_str(text)
+            .map_err(|e| Error::Pca(format!("not a fruitlens PCA model file: {e}")))?;
         if m.format != MODEL_FORMAT {
-            return Err(Error::Pca(format!("not a fruitlens PCA model file (format {:?})", m.format)));
+            return Err(Error::Pca(format!(
+                "not a fruitlens PCA model file (format {:?})",
+                m.format
+            )));
         }
         if m.version != 1 {
             return Err(Error::Pca(format!(
@@ -323,7 +344,9 @@ impl PcaModel {
             && m.explained_variance.len() == m.k
             && m.explained_variance_ratio.len() == m.k;
         if !ok {
-            return Err(Error::Pca("PCA model file is inconsistent: array lengths do not match dim and k".into()));
+            return Err(Error::Pca(
+                "PCA model file is inconsistent: array lengths do not match dim and k".into(),
+            ));
         }
         Ok(m)
     }
@@ -365,7 +388,8 @@ mod tests {
         for r in x.chunks(d) {
             for i in 0..d {
                 for j in 0..d {
-                    cov[i * d + j] += (f64::from(r[i]) - mean[i]) * (f64::from(r[j]) - mean[j]) / (n as f64 - 1.0);
+                    cov[i * d + j] += (f64::from(r[i]) - mean[i]) * (f64::from(r[j]) - mean[j])
+                        / (n as f64 - 1.0);
                 }
             }
         }
@@ -440,7 +464,13 @@ mod tests {
         assert!(m.explained_variance.windows(2).all(|p| p[0] >= p[1]));
         let scores = m.transform(&x).unwrap();
         for c in 0..3 {
-            let mean: f64 = scores.iter().skip(c).step_by(3).map(|&v| f64::from(v)).sum::<f64>() / 500.0;
+            let mean: f64 = scores
+                .iter()
+                .skip(c)
+                .step_by(3)
+                .map(|&v| f64::from(v))
+                .sum::<f64>()
+                / 500.0;
             assert!(mean.abs() < 1e-4, "component {c} mean {mean}");
         }
     }

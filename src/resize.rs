@@ -60,11 +60,19 @@ fn precompute(in_size: usize, out_size: usize) -> Coeffs {
         for (t, &w) in row.iter_mut().zip(&k[..n]) {
             let w = if ww != 0.0 { w / ww } else { w };
             let scaled = w * f64::from(1u32 << PRECISION_BITS);
-            *t = if w < 0.0 { (scaled - 0.5) as i32 } else { (scaled + 0.5) as i32 };
+            *t = if w < 0.0 {
+                (scaled - 0.5) as i32
+            } else {
+                (scaled + 0.5) as i32
+            };
         }
         bounds.push((xmin, n));
     }
-    Coeffs { ksize, bounds, taps }
+    Coeffs {
+        ksize,
+        bounds,
+        taps,
+    }
 }
 
 #[inline]
@@ -173,8 +181,14 @@ mod tests {
             let c = precompute(i, o);
             for xx in 0..o {
                 let (_, n) = c.bounds[xx];
-                let s: i64 = c.taps[xx * c.ksize..xx * c.ksize + n].iter().map(|&t| i64::from(t)).sum();
-                assert!((s - (1 << PRECISION_BITS)).abs() <= n as i64, "{i}->{o} at {xx}: {s}");
+                let s: i64 = c.taps[xx * c.ksize..xx * c.ksize + n]
+                    .iter()
+                    .map(|&t| i64::from(t))
+                    .sum();
+                assert!(
+                    (s - (1 << PRECISION_BITS)).abs() <= n as i64,
+                    "{i}->{o} at {xx}: {s}"
+                );
             }
         }
     }

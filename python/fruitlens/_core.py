@@ -69,7 +69,7 @@ def _rows_array(x: Any, what: str = "x") -> pa.Array:
         return x
     arr = np.asarray(x)
     if arr.ndim != 2:
-        raise ValueError(f"{what} must be 2-D (rows × features), got shape {arr.shape}")
+        raise ValueError(f"{what} must be 2-D (rows, features), got shape {arr.shape}")
     if arr.dtype != np.float32:
         arr = arr.astype(np.float32)
     arr = np.ascontiguousarray(arr)
@@ -243,7 +243,7 @@ def _infer_dim(rows: pa.Array) -> int:
 def _k_args(k: int | float) -> dict[str, Any]:
     if isinstance(k, bool):
         raise PCAError(f"k must be an int or a float fraction, got {k!r}")
-    if isinstance(k, (int, np.integer)):
+    if isinstance(k, (int, np.integer)) and int(k) >= 1:
         return {"k": int(k)}
     if isinstance(k, (float, np.floating)) and 0.0 < float(k) <= 1.0:
         return {"variance": float(k)}

