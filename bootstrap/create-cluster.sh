@@ -193,7 +193,9 @@ if [[ -z "$BOOTSTRAP_URI" ]]; then
   run "${AWS[@]}" s3 cp --only-show-errors "$HERE/install-fruitlens.sh" "$BOOTSTRAP_URI"
 fi
 
-BOOTSTRAP_ARGS=(--wheel "$WHEEL_URI" --wheel-sha256 "$WHEEL_SHA256" --python "$PYTHON" --extra 'pandas>=1.5,<3')
+# pandas: PySpark's Arrow functions need it; matplotlib: the notebooks' plots.
+BOOTSTRAP_ARGS=(--wheel "$WHEEL_URI" --wheel-sha256 "$WHEEL_SHA256" --python "$PYTHON"
+  --extra 'pandas>=1.5,<3' --extra 'matplotlib>=3.5')
 if [[ -n "$MODEL_URI" ]]; then
   BOOTSTRAP_ARGS+=(--model "$MODEL_URI" --model-sha256 "$MODEL_SHA256")
 fi

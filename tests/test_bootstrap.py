@@ -183,7 +183,8 @@ def test_create_cluster_dry_run(fake_wheel: Path) -> None:
     assert _option(args, "--wheel-sha256") == _sha256(fake_wheel)
     assert _option(args, "--model") == "s3://models/mobilenet_v2_224.onnx"
     assert _option(args, "--model-sha256") == SHA_A
-    assert _option(args, "--extra") == "pandas>=1.5,<3"
+    extras = [args[i + 1] for i, a in enumerate(args) if a == "--extra"]
+    assert extras == ["pandas>=1.5,<3", "matplotlib>=3.5"]
 
     configurations = json.loads(_option(create, "--configurations"))
     assert configurations == json.loads(CONFIGURATIONS.read_text())

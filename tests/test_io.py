@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pytest
+
 from fruitlens import io
 
 # --------------------------------------------------------------------------------------
@@ -189,7 +190,8 @@ def test_list_images_missing_prefix(store: Store) -> None:
 def test_list_images_keeps_s3a_scheme(s3_server, s3_bucket: str) -> None:
     s3_server.client().put_object(Bucket=s3_bucket, Key="p/kiwi/1.jpg", Body=b"1")
     refs = io.list_images(f"s3a://{s3_bucket}/p")
-    assert refs == [io.ImageRef(f"s3a://{s3_bucket}/p/kiwi/1.jpg", "kiwi", 1)]
+    assert [r[:3] for r in refs] == [(f"s3a://{s3_bucket}/p/kiwi/1.jpg", "kiwi", 1)]
+    assert refs[0].modified is not None and refs[0].modified.year >= 2024
 
 
 def test_list_images_many_objects_paginates(s3_server, s3_bucket: str) -> None:
@@ -283,6 +285,13 @@ def test_text_exists_remove(store: Store) -> None:
     assert io.remove(store.uri("out")) is False
     with pytest.raises(FileNotFoundError):
         io.read_text(uri)
+
+
+def test_write_bytes(store: Store) -> None:
+    uri = store.uri("plots/pca.png")
+    io.write_bytes(uri, b"\x89PNG\r\n")
+    assert io.read_bytes([uri]) == [b"\x89PNG\r\n"]
+    assert store.keys("plots") == ["plots/pca.png"]  # no temporary file left
 
 
 def test_remove_a_single_file(store: Store) -> None:
@@ -423,6 +432,20 @@ def test_write_parquet_atomic_failure_during_publish(
         io.write_parquet_atomic(_table(6), uri, rows_per_file=2)
     assert len(calls) == 2
     assert store.keys("out") == []  # the part published first was removed again
+
+
+def test_write_parquet_atomic_casts_later_batches(store: Store) -> None:
+    strict = pa.schema([pa.field("x", pa.int64(), nullable=False)])
+    loose = pa.schema([pa.field("x", pa.int64())])
+    batches = [
+        pa.record_batch([pa.array([1, 2])], schema=strict),
+        pa.record_batch([pa.array([], pa.int64())], schema=loose),
+        pa.record_batch([pa.array([3])], schema=loose),
+    ]
+    uri = store.uri("cast")
+    io.write_parquet_atomic(batches, uri, schema=loose)
+    table = _read_dataset(uri)
+    assert sorted(table.column("x").to_pylist()) == [1, 2, 3]
 
 
 def test_write_parquet_atomic_validates_arguments(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+
 from fruitlens import models
 from fruitlens._errors import FruitlensError, ModelError
 from fruitlens.models import (

@@ -71,7 +71,14 @@ def test_read_images_missing_path(spark, tmp_path: Path) -> None:
 
 
 def test_featurize_schema_and_errors(featurized, feature_rows) -> None:
-    assert featurized.columns == ["path", "modificationTime", "length", "label", "features", "error"]
+    assert featurized.columns == [
+        "path",
+        "modificationTime",
+        "length",
+        "label",
+        "features",
+        "error",
+    ]
     types = {f.name: f.dataType.simpleString() for f in featurized.schema.fields}
     assert types["features"] == "array<float>" and types["error"] == "string"
     assert len(feature_rows) == N_ROWS

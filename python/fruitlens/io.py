@@ -26,6 +26,7 @@ import posixpath
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 from typing import Any, NamedTuple, Union
 from urllib.parse import urlsplit
 
@@ -47,6 +48,7 @@ __all__ = [
     "read_bytes",
     "read_text",
     "remove",
+    "write_bytes",
     "write_parquet_atomic",
     "write_text",
 ]
@@ -69,11 +71,12 @@ TableLike = Union[pa.Table, pa.RecordBatch, Iterable[pa.RecordBatch]]
 
 
 class ImageRef(NamedTuple):
-    """One listed image: its full URI, its label (parent folder name) and size."""
+    """One listed image: full URI, label (parent folder name), size, modification time."""
 
     path: str
     label: str
     size: int
+    modified: datetime | None = None
 
 
 # --------------------------------------------------------------------------------------
@@ -250,7 +253,7 @@ def list_images(uri: str, extensions: Sequence[str] | None = DEFAULT_EXTENSIONS)
         if exts is not None and info.type != pafs.FileType.File and not path.lower().endswith(exts):
             continue
         label = posixpath.basename(posixpath.dirname(path))
-        refs.append(ImageRef(prefix + path, label, int(item.size or 0)))
+        refs.append(ImageRef(prefix + path, label, int(item.size or 0), item.mtime))
     refs.sort(key=lambda r: r.path)
     return refs
 
@@ -354,9 +357,13 @@ def _ensure_parent(fs: pafs.FileSystem, path: str) -> None:
 
 def write_text(uri: str, text: str) -> None:
     """Write ``text`` (UTF-8) to ``uri``, replacing it (atomic on local filesystems)."""
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write ``data`` to ``uri``, replacing it (atomic on local filesystems)."""
     fs, path = filesystem_for(uri)
     _ensure_parent(fs, path)
-    data = text.encode("utf-8")
     if isinstance(fs, pafs.LocalFileSystem):
         tmp = f"{path}.{uuid.uuid4().hex}.tmp"
         with fs.open_output_stream(tmp) as out:
@@ -444,8 +451,9 @@ def write_parquet_atomic(
     batch is held at a time). Steps:
 
     1. parts are written to the hidden staging folder ``URI/_temporary/<uuid>/``
-       (``rows_per_file`` rows each; an empty input gives one empty part when the
-       schema is known from ``schema`` or a batch);
+       (``rows_per_file`` rows each, with the schema of the first batch; later batches
+       are cast to it; an input without rows gives one empty part when the schema is
+       known from a batch or ``schema``);
     2. with ``overwrite``, the visible entries already at ``URI`` are deleted, only now,
        after every part has been written;
     3. each part is moved to ``URI/part-NNNNN-<uuid>.parquet`` (a rename locally; a
@@ -491,14 +499,20 @@ def write_parquet_atomic(
                 posixpath.join(staging, name), sch, filesystem=fs, compression=compression
             )
 
+        file_schema: pa.Schema | None = None
         try:
             for batch in _iter_batches(data):
-                if schema is None:
-                    schema = batch.schema
+                if file_schema is None:
+                    file_schema = batch.schema
+                elif not batch.schema.equals(file_schema):
+                    if batch.num_rows == 0:
+                        continue
+                    # e.g. a nullability that differs between partitions
+                    batch = pa.Table.from_batches([batch]).cast(file_schema).to_batches()[0]
                 offset = 0
                 while offset < batch.num_rows:
                     if writer is None:
-                        writer = open_writer(schema)
+                        writer = open_writer(file_schema)
                         rows_in_file = 0
                     take = min(batch.num_rows - offset, rows_per_file - rows_in_file)
                     writer.write_batch(batch.slice(offset, take))
@@ -507,8 +521,8 @@ def write_parquet_atomic(
                     if rows_in_file >= rows_per_file:
                         writer.close()
                         writer = None
-            if writer is None and not staged and schema is not None:
-                writer = open_writer(schema)
+            if writer is None and not staged and (file_schema or schema) is not None:
+                writer = open_writer(file_schema or schema)
         finally:
             if writer is not None:
                 writer.close()

