@@ -34,6 +34,8 @@ __all__ = ["CLIError", "add_run_arguments", "build_parser", "main", "run_pipelin
 OUTPUT_COLUMNS = ("path", "label", "features", "pca", "error")
 #: Arrow batch size for embedded local sessions (images are large rows).
 LOCAL_ARROW_BATCH = 256
+#: Without --partitions, images are coalesced to at most this many tasks per core.
+TASKS_PER_CORE = 4
 
 PROG = "fruitlens"
 
@@ -446,8 +448,13 @@ def _run_with_session(
         progress.phase("featurize")
         t0 = time.perf_counter()
         images = fs.read_images(spark, args.input)
+        parallelism = max(1, int(sc.defaultParallelism))
         if args.partitions:
             images = images.repartition(args.partitions)
+        elif images.rdd.getNumPartitions() > TASKS_PER_CORE * parallelism:
+            # binaryFile makes a partition per ~32 small files: merge them (no shuffle),
+            # per-task overhead otherwise dominates small images
+            images = images.coalesce(TASKS_PER_CORE * parallelism)
         features = fs.featurize(
             images.select("path", "label", "content"),
             model=model,
@@ -487,7 +494,10 @@ def _run_with_session(
             # 3. transform + write
             progress.phase("transform+write")
             t0 = time.perf_counter()
-            out = fs.transform_pca(features, pca).select(*OUTPUT_COLUMNS)
+            projected = features
+            if not args.partitions and features.rdd.getNumPartitions() > parallelism:
+                projected = features.coalesce(parallelism)  # cheap rows: fewer tasks/files
+            out = fs.transform_pca(projected, pca).select(*OUTPUT_COLUMNS)
             writer = out.write.mode("overwrite" if args.overwrite else "errorifexists")
             writer.parquet(args.output)
             _write_text(spark, _join(args.output, "_pca", "pca.json"), pca.to_json())
