@@ -458,3 +458,170 @@ def test_local_write_creates_parent_folders(tmp_path: Path) -> None:
     io.write_parquet_atomic(_table(3), uri)
     assert sorted(os.listdir(tmp_path / "a" / "b" / "out"))[0].startswith("_SUCCESS")
     assert _read_dataset(uri).num_rows == 3
+
+
+# --------------------------------------------------------------------------------------
+# Spark integration: --io auto|spark|arrow (a pip-installed Spark has no S3 filesystem)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def spark_s3(spark, s3_server, s3_bucket: str):
+    """The session Spark, its Python workers pointed at the S3 endpoint too.
+
+    The driver sees the endpoint through os.environ (monkeypatched by s3_bucket); the
+    workers get their environment from the JVM, started earlier, plus
+    ``SparkContext.environment``, which applies to the functions created from now on.
+    """
+    environment = spark.sparkContext.environment
+    saved = dict(environment)
+    environment.update(s3_server.env())
+    yield spark
+    environment.clear()
+    environment.update(saved)
+
+
+def _upload_images(server, bucket: str, shared_dir: Path, per_class: int = 3) -> list[str]:
+    client = server.client()
+    keys = []
+    source = shared_dir / "data" / "fruits360-sample" / "Test"
+    for label in ("apple", "lemon"):
+        for image in sorted((source / label).glob("*.jpg"))[:per_class]:
+            key = f"images/{label}/{image.name}"
+            client.upload_file(str(image), bucket, key)
+            keys.append(key)
+    return keys
+
+
+@pytest.mark.spark
+def test_use_arrow_io(spark) -> None:
+    from fruitlens import spark as fs
+
+    assert fs.spark_can_read(spark, "file:/tmp/x") and fs.spark_can_read(spark, "/tmp/x")
+    assert not fs.spark_can_read(spark, "s3://bucket/x")  # no hadoop-aws in pip's pyspark
+    assert fs.use_arrow_io(spark, "s3://bucket/x")
+    assert fs.use_arrow_io(spark, "s3a://bucket/x")
+    assert fs.use_arrow_io(spark, "gs://bucket/x")
+    assert not fs.use_arrow_io(spark, "/local/images")
+    assert not fs.use_arrow_io(spark, "hdfs://namenode/images")
+    assert not fs.use_arrow_io(spark, "s3://bucket/x", "spark")
+    assert fs.use_arrow_io(spark, "/local/images", "arrow")
+    with pytest.raises(ValueError, match="auto, spark, arrow"):
+        fs.use_arrow_io(spark, "s3://bucket/x", "hadoop")
+
+
+@pytest.mark.spark
+def test_read_images_arrow_featurize(
+    spark_s3, s3_server, s3_bucket: str, shared_dir: Path, random_onnx: Path
+) -> None:
+    from fruitlens import spark as fs
+
+    keys = _upload_images(s3_server, s3_bucket, shared_dir)
+    client = s3_server.client()
+    client.put_object(Bucket=s3_bucket, Key="images/lemon/zero.jpg", Body=b"")
+    client.put_object(Bucket=s3_bucket, Key="images/lemon/gone.jpg", Body=b"soon deleted")
+    images = fs.read_images(spark_s3, f"s3://{s3_bucket}/images")  # lists now
+    assert images.columns == [
+        "path",
+        "modificationTime",
+        "length",
+        "label",
+        "content",
+        fs.READ_ERROR_COL,
+    ]
+    client.delete_object(Bucket=s3_bucket, Key="images/lemon/gone.jpg")  # before the fetch
+    features = fs.featurize(
+        images.select("path", "label", "content", fs.READ_ERROR_COL), model=str(random_onnx)
+    )
+    assert features.columns == ["path", "label", "features", "error"]
+    rows = {r["path"].split("/", 3)[-1]: r for r in features.collect()}
+    assert set(rows) == {*keys, "images/lemon/zero.jpg", "images/lemon/gone.jpg"}
+    gone = rows.pop("images/lemon/gone.jpg")
+    assert gone["features"] is None
+    assert gone["error"].startswith(f"unreadable: s3://{s3_bucket}/images/lemon/gone.jpg: ")
+    zero = rows.pop("images/lemon/zero.jpg")
+    assert zero["features"] is None and zero["error"].startswith("empty: ")
+    for key, row in rows.items():
+        assert row["error"] is None and len(row["features"]) == 1280, key
+        assert row["label"] == key.split("/")[1]
+
+
+@pytest.mark.spark
+def test_read_images_arrow_missing_input(spark_s3, s3_bucket: str) -> None:
+    from fruitlens import FruitlensError
+    from fruitlens import spark as fs
+
+    with pytest.raises(FruitlensError, match="does not exist"):
+        fs.read_images(spark_s3, f"s3://{s3_bucket}/nothing")
+    with pytest.raises(FruitlensError, match="glob"):
+        fs.read_images(spark_s3, f"s3://{s3_bucket}/images/*/x.jpg")
+
+
+@pytest.mark.spark
+def test_collect_and_write_parquet_arrow(spark_s3, s3_bucket: str) -> None:
+    from fruitlens import spark as fs
+
+    df = spark_s3.range(0, 1000, numPartitions=5).selectExpr(
+        "id", "cast(id as string) as name", "array(cast(id as float), 1.5f) as v"
+    )
+    batches = list(fs.collect_arrow_batches(df))
+    table = pa.Table.from_batches(batches)
+    assert table.column("id").to_pylist() == list(range(1000))
+    assert table.column("v").to_pylist()[3] == [3.0, 1.5]
+
+    uri = f"s3://{s3_bucket}/arrow-out"
+    parts = fs.write_parquet_arrow(df, uri)
+    assert parts and io.exists(uri + "/_SUCCESS")
+    assert _read_dataset(uri).sort_by("id").equals(table)
+    with pytest.raises(FileExistsError):
+        fs.write_parquet_arrow(df, uri)
+    fs.write_parquet_arrow(df.limit(0), uri, overwrite=True)
+    empty = _read_dataset(uri)
+    assert empty.num_rows == 0 and empty.schema.names == ["id", "name", "v"]
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_cli_run_s3_to_s3(
+    spark_s3, s3_server, s3_bucket: str, shared_dir: Path, random_onnx: Path, capsys
+) -> None:
+    import json
+
+    from fruitlens import cli
+
+    keys = _upload_images(s3_server, s3_bucket, shared_dir, per_class=4)
+    output = f"s3://{s3_bucket}/features"
+    argv = ["run", f"s3://{s3_bucket}/images", output, "--model", str(random_onnx)]
+    argv += ["--k", "2", "--no-progress"]
+    assert cli.main(argv) == 0
+    table = _read_dataset(output)
+    assert table.num_rows == len(keys)
+    assert table.schema.names == ["path", "label", "features", "pca", "error"]
+    assert {len(v) for v in table.column("pca").to_pylist()} == {2}
+    pca = json.loads(io.read_text(output + "/_pca/pca.json"))
+    assert pca["format"] == "fruitlens.pca"
+    assert io.exists(output + "/_SUCCESS") and io.exists(output + "/_summary.json")
+
+    assert cli.main(argv) == 1  # exists
+    assert "--overwrite" in capsys.readouterr().err
+    assert cli.main([*argv, "--overwrite", "--io", "auto"]) == 0
+    assert _read_dataset(output).num_rows == len(keys)
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_cli_io_arrow_on_local_paths(
+    spark, tmp_path: Path, shared_dir: Path, random_onnx: Path
+) -> None:
+    from fruitlens import cli
+
+    source = shared_dir / "data" / "fruits360-sample" / "Test"
+    for label in ("mango", "raspberry"):
+        (tmp_path / "in" / label).mkdir(parents=True)
+        for image in sorted((source / label).glob("*.jpg"))[:3]:
+            (tmp_path / "in" / label / image.name).write_bytes(image.read_bytes())
+    out = tmp_path / "out"
+    argv = ["run", str(tmp_path / "in"), str(out), "--model", str(random_onnx), "--io", "arrow"]
+    assert cli.main([*argv, "--k", "2", "--no-progress"]) == 0
+    assert (out / "_SUCCESS").is_file() and (out / "_pca" / "pca.json").is_file()
+    assert _read_dataset(str(out)).num_rows == 6

@@ -112,6 +112,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     )
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     parser.add_argument(
+        "--io",
+        choices=("auto", "spark", "arrow"),
+        default="auto",
+        help="who reads/writes s3:// and gs:// data: arrow = fruitlens (pyarrow, no Hadoop "
+        "jars needed); spark = Spark's Hadoop filesystems (EMRFS, s3a); auto (default) = "
+        "arrow only where Spark has no filesystem for the scheme",
+    )
+    parser.add_argument(
         "--no-progress", action="store_true", help="do not print progress to stderr"
     )
     return parser
@@ -367,15 +375,31 @@ def _hadoop_path(spark: Any, uri: str) -> tuple[Any, Any]:
     return fs, path
 
 
-def _exists(spark: Any, uri: str) -> bool:
+def _arrow_io(spark: Any, uri: str, io: str) -> bool:
+    """True when ``uri`` goes through fruitlens.io (pyarrow) rather than Hadoop."""
+    from .spark import use_arrow_io
+
+    return not _is_local(uri) and use_arrow_io(spark, uri, io)
+
+
+def _exists(spark: Any, uri: str, io: str = "auto") -> bool:
     if _is_local(uri):
         return os.path.exists(_local(uri))
+    if _arrow_io(spark, uri, io):
+        from . import io as fl_io
+
+        return fl_io.exists(uri)
     fs, path = _hadoop_path(spark, uri)
     return bool(fs.exists(path))
 
 
-def _write_text(spark: Any, uri: str, text: str) -> None:
+def _write_text(spark: Any, uri: str, text: str, io: str = "auto") -> None:
     """Write a small text file to a local path or any Hadoop filesystem URI."""
+    if _arrow_io(spark, uri, io):
+        from . import io as fl_io
+
+        fl_io.write_text(uri, text)
+        return
     if _is_local(uri):
         path = Path(_local(uri))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -438,7 +462,7 @@ def _run_with_session(
     from . import spark as fs
     from ._progress import SparkProgress
 
-    if not _is_local(args.output) and _exists(spark, args.output) and not args.overwrite:
+    if not _is_local(args.output) and _exists(spark, args.output, args.io) and not args.overwrite:
         raise CLIError(f"output path exists: {args.output} (use --overwrite to replace it)")
 
     sc = spark.sparkContext
@@ -447,7 +471,7 @@ def _run_with_session(
         # 1. read + featurize, cached so that images are decoded and embedded once
         progress.phase("featurize")
         t0 = time.perf_counter()
-        images = fs.read_images(spark, args.input)
+        images = fs.read_images(spark, args.input, io=args.io)
         parallelism = max(1, int(sc.defaultParallelism))
         if args.partitions:
             images = images.repartition(args.partitions)
@@ -456,7 +480,12 @@ def _run_with_session(
             # per-task overhead otherwise dominates small images
             images = images.coalesce(TASKS_PER_CORE * parallelism)
         features = fs.featurize(
-            images.select("path", "label", "content"),
+            images.select(
+                "path",
+                "label",
+                "content",
+                *[c for c in images.columns if c == fs.READ_ERROR_COL],  # --io arrow fetch
+            ),
             model=model,
             size=size,
             batch_size=args.batch_size,
@@ -498,9 +527,12 @@ def _run_with_session(
             if not args.partitions and features.rdd.getNumPartitions() > parallelism:
                 projected = features.coalesce(parallelism)  # cheap rows: fewer tasks/files
             out = fs.transform_pca(projected, pca).select(*OUTPUT_COLUMNS)
-            writer = out.write.mode("overwrite" if args.overwrite else "errorifexists")
-            writer.parquet(args.output)
-            _write_text(spark, _join(args.output, "_pca", "pca.json"), pca.to_json())
+            if _arrow_io(spark, args.output, args.io):  # streamed to the driver, then
+                fs.write_parquet_arrow(out, args.output, overwrite=args.overwrite)  # atomic
+            else:
+                writer = out.write.mode("overwrite" if args.overwrite else "errorifexists")
+                writer.parquet(args.output)
+            _write_text(spark, _join(args.output, "_pca", "pca.json"), pca.to_json(), args.io)
             stages["transform_write"] = time.perf_counter() - t0
         finally:
             features.unpersist()
@@ -530,7 +562,9 @@ def _run_with_session(
         "partitions": args.partitions,
         "batch_size": args.batch_size,
     }
-    _write_text(spark, _join(args.output, "_summary.json"), json.dumps(summary, indent=2) + "\n")
+    _write_text(
+        spark, _join(args.output, "_summary.json"), json.dumps(summary, indent=2) + "\n", args.io
+    )
     return summary
 
 

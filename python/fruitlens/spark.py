@@ -40,10 +40,14 @@ __all__ = [
     "PCA",
     "ImageEmbedder",
     "PCAModel",
+    "collect_arrow_batches",
     "featurize",
     "fit_pca",
     "read_images",
+    "read_images_arrow",
     "transform_pca",
+    "use_arrow_io",
+    "write_parquet_arrow",
 ]
 
 #: File extensions :func:`read_images` picks up (case-insensitive).
@@ -140,6 +144,7 @@ def read_images(
     path: str | Sequence[str],
     *,
     extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    io: str = "auto",
 ) -> DataFrame:
     """Read image files below ``path`` (recursively) as a DataFrame.
 
@@ -148,6 +153,10 @@ def read_images(
     ``path`` may be a local folder, a ``file:``/``hdfs:``/``s3:`` URI, a glob, or a
     list of those. Only files whose extension is in ``extensions`` (any case) are
     read; names starting with ``_`` or ``.`` are skipped (as Spark does).
+
+    ``io`` (``"auto"``, ``"spark"``, ``"arrow"``) picks who reads object stores: with
+    ``"arrow"``, or ``"auto"`` and an ``s3://``/``gs://`` path that this Spark has no
+    Hadoop filesystem for, :func:`read_images_arrow` does (see :func:`use_arrow_io`).
 
     Spark's ``binaryFile`` source silently drops zero-byte files; for local paths
     they are listed on the driver and added with empty ``content``, so that
@@ -163,6 +172,9 @@ def read_images(
     paths = [os.fspath(p) for p in paths]
     if not paths:
         raise FruitlensError("read_images: no input path given")
+    # fruitlens.io: object stores that this Spark cannot open (see use_arrow_io)
+    if any(use_arrow_io(spark, p, io) for p in paths):
+        return read_images_arrow(spark, paths, extensions=extensions)
     for p in paths:
         local = _local_path(p)
         if local is not None and not any(c in local for c in "*?[{") and not os.path.exists(local):
@@ -422,7 +434,13 @@ def featurize(
             error_col=error_col,
         )
 
-    return df_in.mapInArrow(run, schema)
+    out = df_in.mapInArrow(run, schema)
+    if READ_ERROR_COL in out.columns:  # fetch failures of read_images_arrow win
+        from pyspark.sql import functions as F
+
+        folded = F.coalesce(F.col(READ_ERROR_COL), F.col(error_col))
+        out = out.withColumn(error_col, folded).drop(READ_ERROR_COL)
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -874,3 +892,159 @@ if _HAVE_PYSPARK:
         def __repr__(self) -> str:
             k = self.pca.k if self.pcaJson else "?"
             return f"PCAModel(k={k}, inputCol={self.getInputCol()!r})"
+
+
+# --------------------------------------------------------------------------------------
+# Object stores without Hadoop jars (fruitlens.io): listing on the driver, fetching in
+# mapInArrow on executors, streaming results back to the driver for an atomic write.
+# --------------------------------------------------------------------------------------
+
+#: Values of ``io=`` / ``--io``: auto (pyarrow only where Spark cannot), spark, arrow.
+IO_MODES = ("auto", "spark", "arrow")
+#: Column that carries a fetch failure from :func:`read_images_arrow` to :func:`featurize`.
+READ_ERROR_COL = "_read_error"
+#: Rows per partition :func:`read_images_arrow` aims at when no ``partitions`` is given.
+ARROW_ROWS_PER_PARTITION = 512
+
+_HADOOP_FS: dict[tuple[str, str], bool] = {}
+
+
+def spark_can_read(spark: SparkSession, uri: str) -> bool:
+    """True if Spark's Hadoop layer has a filesystem for ``uri``'s scheme.
+
+    Asks Hadoop's ``FileSystem.getFileSystemClass`` (which honours ``fs.<scheme>.impl``,
+    e.g. ``spark.hadoop.fs.s3.impl``, and fails when the class, such as ``hadoop-aws``'s
+    ``S3AFileSystem`` or EMRFS's ``EmrFileSystem``, is not on the classpath).
+    """
+    scheme = urllib.parse.urlsplit(os.fspath(uri)).scheme.lower() or "file"
+    key = (spark.sparkContext.applicationId, scheme)
+    if key not in _HADOOP_FS:
+        try:
+            sc = spark.sparkContext
+            conf = sc._jsc.hadoopConfiguration()
+            sc._jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass(scheme, conf)
+            _HADOOP_FS[key] = True
+        except Exception:  # Py4JJavaError: UnsupportedFileSystemException, ClassNotFound
+            _HADOOP_FS[key] = False
+    return _HADOOP_FS[key]
+
+
+def use_arrow_io(spark: SparkSession, uri: str, io: str = "auto") -> bool:
+    """Whether ``uri`` is read/written through ``fruitlens.io`` (pyarrow) or by Spark.
+
+    ``"arrow"``: always; ``"spark"``: never; ``"auto"``: for ``s3://``, ``s3a://``,
+    ``gs://`` and ``gcs://`` when Spark has no Hadoop filesystem for the scheme (a
+    ``pip install pyspark``), never on EMR (EMRFS) or with ``hadoop-aws``.
+    """
+    from . import io as fl_io
+
+    if io not in IO_MODES:
+        raise ValueError(f"io must be one of {', '.join(IO_MODES)}, got {io!r}")
+    if io != "auto":
+        return io == "arrow"
+    return fl_io.is_arrow_uri(uri) and not spark_can_read(spark, uri)
+
+
+def read_images_arrow(
+    spark: SparkSession,
+    path: str | Sequence[str],
+    *,
+    extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    partitions: int | None = None,
+    max_workers: int = 16,
+) -> DataFrame:
+    """:func:`read_images` through ``fruitlens.io``: no Hadoop filesystem needed.
+
+    The driver lists the images (``fruitlens.io.list_images``), then executors fetch
+    the bytes of their rows in ``mapInArrow`` (``max_workers`` concurrent reads per
+    task). Same columns as :func:`read_images` plus ``_read_error`` (null, or
+    ``"unreadable: ..."`` for an object that could not be fetched), which
+    :func:`featurize` folds into its ``error`` column. Zero-byte files are kept.
+    """
+    from pyspark.sql import types as T
+
+    from . import io as fl_io
+
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise FruitlensError("read_images: no input path given")
+    exts = ["." + e.lstrip(".") for e in extensions]
+    refs: list[Any] = []
+    for p in paths:
+        if any(c in p for c in "*?[{"):
+            raise FruitlensError(f"glob patterns are not supported with --io arrow: {p}")
+        try:
+            refs.extend(fl_io.list_images(p, exts))
+        except FileNotFoundError as exc:
+            raise FruitlensError(f"input path does not exist: {p}") from exc
+        except OSError as exc:
+            raise FruitlensError(f"cannot list input {p}: {exc}") from exc
+    rows = [(r.path, r.modified, r.size, r.label) for r in refs]
+    wanted = max(spark.sparkContext.defaultParallelism, -(-len(rows) // ARROW_ROWS_PER_PARTITION))
+    n_parts = partitions or max(1, min(len(rows), wanted))
+    listing = T.StructType(
+        [
+            T.StructField("path", T.StringType(), False),
+            T.StructField("modificationTime", T.TimestampType(), True),
+            T.StructField("length", T.LongType(), True),
+            T.StructField("label", T.StringType(), True),
+        ]
+    )
+    df = spark.createDataFrame(spark.sparkContext.parallelize(rows, n_parts), listing)
+    schema = T.StructType(
+        [
+            *listing.fields,
+            T.StructField("content", T.BinaryType(), True),
+            T.StructField(READ_ERROR_COL, T.StringType(), True),
+        ]
+    )
+
+    def fetch(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from fruitlens import io as worker_io
+
+        return worker_io.fetch_batches(
+            batches, "path", error_col=READ_ERROR_COL, max_workers=max_workers
+        )
+
+    return df.mapInArrow(fetch, schema)
+
+
+def collect_arrow_batches(df: DataFrame) -> Iterator[pa.RecordBatch]:
+    """Stream a DataFrame to the driver as Arrow batches, one partition at a time.
+
+    Each partition's batches are serialised (Arrow IPC) by ``mapInArrow`` and brought
+    back with ``toLocalIterator``, so the driver holds one partition at a time (unlike
+    ``toArrow``/``toPandas``, which hold the whole result).
+    """
+    from pyspark.sql import types as T
+
+    def to_ipc(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, batch.schema) as writer:
+                writer.write_batch(batch)
+            yield pa.record_batch({"ipc": pa.array([sink.getvalue().to_pybytes()], pa.binary())})
+
+    blobs = df.mapInArrow(to_ipc, T.StructType([T.StructField("ipc", T.BinaryType(), False)]))
+    for row in blobs.toLocalIterator(prefetchPartitions=True):
+        yield from pa.ipc.open_stream(row["ipc"])
+
+
+def write_parquet_arrow(df: DataFrame, uri: str, *, overwrite: bool = False) -> list[str]:
+    """Write ``df`` as Parquet at ``uri`` through ``fruitlens.io`` (atomic publish).
+
+    See :func:`fruitlens.io.write_parquet_atomic` for the exact guarantee.
+    """
+    from . import io as fl_io
+
+    schema = None
+    try:
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        schema = to_arrow_schema(df.schema)
+    except Exception:  # an empty result then has no part file, only _SUCCESS
+        pass
+    return fl_io.write_parquet_atomic(
+        collect_arrow_batches(df), uri, schema=schema, overwrite=overwrite
+    )
