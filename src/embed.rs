@@ -223,7 +223,7 @@ impl Embedder {
         };
         let session = Session::builder(environment()?)
             .map_err(model_err)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(|e| model_err(e.into()))?
             .with_intra_threads(threads)
             .map_err(|e| model_err(e.into()))?

@@ -269,3 +269,39 @@ def test_job_module_help() -> None:
     assert "INPUT" in result.stdout and "--overwrite" in result.stdout
     # usable as a file given to spark-submit (absolute imports only)
     assert "from ." not in Path(job.__file__).read_text()
+
+
+def test_model_quantize_makes_a_working_int8_model(tmp_path, random_onnx, shared_dir) -> None:
+    import numpy as np
+
+    from fruitlens import Embedder
+    from fruitlens.cli import main
+    from fruitlens.models import model_info
+
+    out = tmp_path / "int8.onnx"
+    images = shared_dir / "data" / "fruits360-sample" / "Train" / "lemon"
+    assert (
+        main(
+            [
+                "model",
+                "quantize",
+                str(random_onnx),
+                str(out),
+                "--images",
+                str(images),
+                "--limit",
+                "16",
+            ]
+        )
+        == 0
+    )
+    meta = model_info(out)["metadata"]
+    assert meta["fruitlens.quantization"].startswith("int8")
+    files = sorted(images.glob("*.jpg"))[:4]
+    data = [f.read_bytes() for f in files]
+    fp32 = Embedder(random_onnx, threads=1).embed(data).column("features")
+    int8 = Embedder(out, threads=1).embed(data).column("features")
+    a = fp32.values.to_numpy(zero_copy_only=False).reshape(4, -1)
+    b = int8.values.to_numpy(zero_copy_only=False).reshape(4, -1)
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert np.isfinite(b).all() and cos.min() > 0.5
