@@ -9,8 +9,30 @@
 //!
 //! Every failure is a [`DecodeFailure`] for that image only; [`decode_batch`] fills
 //! the other rows and reports one optional failure per row.
+//!
+//! # Limits and memory
+//!
+//! * `max_bytes` (default [`DEFAULT_MAX_BYTES`], 64 MiB): larger encoded images are
+//!   refused (`too_many_bytes`) before they are even sniffed.
+//! * `max_pixels` (default [`DEFAULT_MAX_PIXELS`], 64 Mpx): checked on the width ×
+//!   height the *header* declares, for every format, before any pixel buffer is
+//!   allocated (`too_many_pixels`): a 100-byte file claiming 50 000 × 50 000 costs
+//!   nothing. The `image` crate decoders also run under an allocation cap derived
+//!   from the budget (see [`alloc_limit`]), which bounds what they may allocate for
+//!   metadata, compressed chunks, GIF frames larger than the canvas, TIFF strips …
+//!   (`too_many_pixels` when exceeded).
+//! * Large images (more than [`LARGE_IMAGE_PIXELS`], 4 Mpx) are decoded one at a time
+//!   per process: a process-wide gate is taken after the header check and held until
+//!   the image is resized. Small images keep decoding in parallel meanwhile, so the
+//!   peak is about one large image plus `threads − 1` small ones, whatever the batch
+//!   holds. Decoding costs about 3 bytes per pixel for the RGB buffer plus the
+//!   decoder's own (up to ~8 more for 16-bit RGBA, or for a progressive JPEG's
+//!   coefficients), i.e. ≲ 1 GiB at the default 64 Mpx budget, counted once.
+//! * Progressive JPEGs with more than [`crate::jpeg::MAX_SCANS`] scans are refused
+//!   (`unsupported`).
 
 use std::io::Cursor;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
 use rayon::prelude::*;
@@ -22,6 +44,37 @@ use crate::resize;
 pub const DEFAULT_MAX_PIXELS: u64 = 64_000_000;
 /// Default limit on the encoded size of one image (bytes).
 pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Images declaring more pixels than this are decoded one at a time per process (see
+/// the module documentation).
+pub const LARGE_IMAGE_PIXELS: u64 = 4_000_000;
+
+/// An empty IEND chunk (length, type, CRC).
+const PNG_IEND: [u8; 12] = [0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82];
+
+/// Held while a large image is decoded and resized.
+static LARGE_IMAGE_GATE: Mutex<()> = Mutex::new(());
+
+/// The guard that serialises large images (`None` for small ones).
+type Admission = Option<MutexGuard<'static, ()>>;
+
+/// Wait for the right to decode an image of `pixels` pixels.
+fn admit(pixels: u64) -> Admission {
+    (pixels > LARGE_IMAGE_PIXELS).then(|| {
+        LARGE_IMAGE_GATE
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    })
+}
+
+/// The allocation cap the `image` crate decoders run under for a pixel budget of
+/// `max_pixels`: 16 bytes per pixel (an RGBA16 buffer and a conversion copy) plus
+/// 64 MiB of working memory, at most 4 GiB + 64 MiB.
+pub fn alloc_limit(max_pixels: u64) -> u64 {
+    max_pixels
+        .min(1 << 28)
+        .saturating_mul(16)
+        .saturating_add(64 << 20)
+}
 
 /// Options for turning encoded bytes into a model input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +168,17 @@ fn classify(format: ImageFormat, err: image::ImageError) -> DecodeFailure {
 
 /// Decode encoded bytes into an upright RGB8 image, enforcing the limits.
 pub fn decode_rgb8(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage, DecodeFailure> {
+    let mut admission = None;
+    decode_rgb8_admitted(bytes, opts, &mut admission)
+}
+
+/// [`decode_rgb8`], leaving in `admission` the large-image guard (if the image needed
+/// one) for the caller to hold while it still uses the full-size pixels.
+fn decode_rgb8_admitted(
+    bytes: &[u8],
+    opts: &DecodeOptions,
+    admission: &mut Admission,
+) -> Result<RgbImage, DecodeFailure> {
     if bytes.is_empty() {
         return Err(fail(Kind::Empty, "the image has 0 bytes"));
     }
@@ -153,11 +217,28 @@ pub fn decode_rgb8(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage, Decod
         ));
     }
     if format == ImageFormat::Jpeg {
-        return crate::jpeg::decode(bytes, opts.max_pixels);
+        return crate::jpeg::decode_admitted(bytes, opts.max_pixels, &mut |pixels| {
+            *admission = admit(pixels);
+        });
     }
 
+    // Pillow accepts a PNG whose IEND chunk is missing (e.g. cut right after the last
+    // IDAT); the png crate insists on one. Supply it: if the pixel data is incomplete
+    // the zlib stream still is, and that stays an error.
+    let patched: Vec<u8>;
+    let bytes = if format == ImageFormat::Png && !bytes.windows(4).any(|w| w == b"IEND") {
+        patched = [bytes, &PNG_IEND[..]].concat();
+        &patched[..]
+    } else {
+        bytes
+    };
+
+    // Header-phase limits: what a decoder may allocate before we know the dimensions
+    // (PNG keeps these for the whole decode: its limits cannot be changed later).
+    let mut header_limits = Limits::default();
+    header_limits.max_alloc = Some(alloc_limit(opts.max_pixels));
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
-    reader.no_limits();
+    reader.limits(header_limits);
     let mut decoder = reader.into_decoder().map_err(|e| classify(format, e))?;
     let (w, h) = decoder.dimensions();
     let pixels = u64::from(w) * u64::from(h);
@@ -185,7 +266,8 @@ pub fn decode_rgb8(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage, Decod
     let mut limits = Limits::default();
     limits.max_image_width = Some(w);
     limits.max_image_height = Some(h);
-    limits.max_alloc = Some(pixels.saturating_mul(16).saturating_add(64 << 20));
+    limits.max_alloc = Some(alloc_limit(pixels));
+    *admission = admit(pixels);
     decoder
         .set_limits(limits)
         .map_err(|e| classify(format, e))?;
@@ -197,31 +279,96 @@ pub fn decode_rgb8(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage, Decod
     Ok(to_rgb8_on_white(img))
 }
 
-/// Composite `c` over white with straight alpha `a` (both 8-bit), rounded.
+/// Composite `c` over opaque white with straight alpha `a` (both 8-bit), exactly as
+/// Pillow's `Image.alpha_composite(white, img)` rounds it (7 extra bits of precision,
+/// divisions by 255 rounded with shifts).
 #[inline]
 fn over_white(c: u8, a: u8) -> u8 {
+    const PRECISION_BITS: u32 = 7;
     let (c, a) = (u32::from(c), u32::from(a));
-    ((c * a + 255 * (255 - a) + 127) / 255) as u8
+    let blend = 255 * (255 - a);
+    let outa255 = a * 255 + blend;
+    let coef1 = a * 255 * 255 * (1 << PRECISION_BITS) / outa255;
+    let coef2 = 255 * (1 << PRECISION_BITS) - coef1;
+    let tmp = c * coef1 + 255 * coef2 + (0x80 << PRECISION_BITS);
+    ((((tmp >> 8) + tmp) >> 8) >> PRECISION_BITS) as u8
+}
+
+/// 16-bit sample → 8 bits as Pillow reads 16-bit PNG/TIFF (`RGB;16B` …): the high
+/// byte. (`image`'s own conversion rounds `v / 257`, one level off for many values.)
+#[inline]
+fn high_byte(v: u16) -> u8 {
+    (v >> 8) as u8
 }
 
 /// Convert any decoded image to RGB8; transparent pixels become white (the background
-/// of the product photos this is made for), 16-bit and float samples are scaled down.
+/// of the product photos this is made for) with Pillow's rounding, 16-bit samples keep
+/// their high byte (as Pillow), float samples are clamped and scaled.
 pub fn to_rgb8_on_white(img: DynamicImage) -> RgbImage {
+    let (w, h) = (img.width(), img.height());
+    let from_fn = |f: &dyn Fn(usize) -> [u8; 3]| {
+        let mut out = RgbImage::new(w, h);
+        for (i, px) in out.pixels_mut().enumerate() {
+            px.0 = f(i);
+        }
+        out
+    };
     match img {
         DynamicImage::ImageRgb8(rgb) => rgb,
-        DynamicImage::ImageLuma8(_)
-        | DynamicImage::ImageRgb16(_)
-        | DynamicImage::ImageLuma16(_)
-        | DynamicImage::ImageRgb32F(_) => img.to_rgb8(),
+        DynamicImage::ImageLuma8(_) => img.to_rgb8(),
+        DynamicImage::ImageLumaA8(la) => {
+            let s = la.as_raw();
+            from_fn(&|i| {
+                let v = over_white(s[2 * i], s[2 * i + 1]);
+                [v, v, v]
+            })
+        }
+        DynamicImage::ImageRgba8(rgba) => {
+            let s = rgba.as_raw();
+            from_fn(&|i| {
+                let a = s[4 * i + 3];
+                [
+                    over_white(s[4 * i], a),
+                    over_white(s[4 * i + 1], a),
+                    over_white(s[4 * i + 2], a),
+                ]
+            })
+        }
+        DynamicImage::ImageLuma16(l) => {
+            let s = l.as_raw();
+            from_fn(&|i| [high_byte(s[i]); 3])
+        }
+        DynamicImage::ImageLumaA16(la) => {
+            let s = la.as_raw();
+            from_fn(&|i| {
+                let v = over_white(high_byte(s[2 * i]), high_byte(s[2 * i + 1]));
+                [v, v, v]
+            })
+        }
+        DynamicImage::ImageRgb16(rgb) => {
+            let s = rgb.as_raw();
+            from_fn(&|i| {
+                [
+                    high_byte(s[3 * i]),
+                    high_byte(s[3 * i + 1]),
+                    high_byte(s[3 * i + 2]),
+                ]
+            })
+        }
+        DynamicImage::ImageRgba16(rgba) => {
+            let s = rgba.as_raw();
+            from_fn(&|i| {
+                let a = high_byte(s[4 * i + 3]);
+                [
+                    over_white(high_byte(s[4 * i]), a),
+                    over_white(high_byte(s[4 * i + 1]), a),
+                    over_white(high_byte(s[4 * i + 2]), a),
+                ]
+            })
+        }
         other if other.color().has_alpha() => {
             let rgba = other.to_rgba8();
-            let (w, h) = rgba.dimensions();
-            let mut out = RgbImage::new(w, h);
-            for (dst, src) in out.pixels_mut().zip(rgba.pixels()) {
-                let [r, g, b, a] = src.0;
-                dst.0 = [over_white(r, a), over_white(g, a), over_white(b, a)];
-            }
-            out
+            to_rgb8_on_white(DynamicImage::ImageRgba8(rgba))
         }
         other => other.to_rgb8(),
     }
@@ -246,14 +393,20 @@ pub fn preprocess_into(
         opts.tensor_len(),
         "output slice has the wrong length"
     );
-    let rgb = decode_rgb8(bytes, opts)?;
+    let mut admission = None;
+    let rgb = decode_rgb8_admitted(bytes, opts, &mut admission)?;
     let resized = resize::resize_rgb8(&rgb, opts.size, opts.size);
+    // The full-size pixels go before the large-image gate opens for the next one.
+    drop(rgb);
+    drop(admission);
     normalize_into(resized.as_raw(), out);
     Ok(())
 }
 
 /// Decode a batch in parallel (on the current rayon pool) into `out`, which holds
-/// `inputs.len() * opts.tensor_len()` floats. Rows that fail are zero-filled and get
+/// `inputs.len() * opts.tensor_len()` floats. Images above [`LARGE_IMAGE_PIXELS`]
+/// are decoded one at a time (see the module documentation), so memory stays bounded
+/// whatever the batch holds. Rows that fail are zero-filled and get
 /// `Some(failure)` in the returned vector; the others get `None`.
 pub fn decode_batch(
     inputs: &[Option<&[u8]>],
@@ -427,6 +580,21 @@ mod tests {
     }
 
     #[test]
+    fn png_without_iend_decodes_like_pillow_but_truncated_idat_fails() {
+        let img = DynamicImage::ImageRgb8(gradient(40, 30));
+        let png = encode(&img, ImageFormat::Png);
+        assert!(png.ends_with(&PNG_IEND));
+        let opts = DecodeOptions::new(8);
+        let no_iend = &png[..png.len() - 12];
+        assert_eq!(
+            decode_rgb8(no_iend, &opts).unwrap().as_raw(),
+            img.as_rgb8().unwrap().as_raw()
+        );
+        let err = decode_rgb8(&png[..png.len() - 20], &opts).unwrap_err();
+        assert!(matches!(err.kind, Kind::Truncated | Kind::Corrupt), "{err}");
+    }
+
+    #[test]
     fn batch_keeps_good_rows_when_one_is_bad() {
         let a = encode(&DynamicImage::ImageRgb8(gradient(20, 30)), ImageFormat::Png);
         let b = encode(&DynamicImage::ImageRgb8(gradient(30, 20)), ImageFormat::Png);
@@ -447,6 +615,94 @@ mod tests {
         assert_eq!(&mixed[3 * len..], &clean[len..]);
         assert!(mixed[len..3 * len].iter().all(|&v| v == 0.0));
         assert!(clean.iter().all(|&v| (-1.0..=1.0).contains(&v)));
+    }
+
+    #[test]
+    fn alpha_composite_rounds_like_pillow() {
+        assert_eq!(over_white(200, 128), 227);
+        assert_eq!(over_white(0, 128), 127);
+        for c in 0..=255u8 {
+            assert_eq!(over_white(c, 0), 255);
+            assert_eq!(over_white(c, 255), c);
+            for a in 0..=255u8 {
+                let exact = (f64::from(c) * f64::from(a) + 255.0 * (255.0 - f64::from(a))) / 255.0;
+                assert!(
+                    (f64::from(over_white(c, a)) - exact).abs() <= 1.0,
+                    "{c} {a}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sixteen_bit_keeps_the_high_byte_like_pillow() {
+        // 511 = 0x01FF: Pillow reads 1 (high byte), round(511 / 257) would be 2.
+        let img: ImageBuffer<Rgb<u16>, Vec<u16>> =
+            ImageBuffer::from_pixel(2, 2, Rgb([511u16, 0x80FF, 0xFFFF]));
+        let bytes = encode(&DynamicImage::ImageRgb16(img), ImageFormat::Png);
+        let rgb = decode_rgb8(&bytes, &DecodeOptions::new(2)).unwrap();
+        assert_eq!(rgb.get_pixel(0, 0).0, [1, 0x80, 0xFF]);
+        let grey: ImageBuffer<Luma<u16>, Vec<u16>> = ImageBuffer::from_pixel(2, 2, Luma([511u16]));
+        let bytes = encode(&DynamicImage::ImageLuma16(grey), ImageFormat::Png);
+        assert_eq!(
+            decode_rgb8(&bytes, &DecodeOptions::new(2))
+                .unwrap()
+                .get_pixel(1, 1)
+                .0,
+            [1, 1, 1]
+        );
+    }
+
+    #[test]
+    fn large_images_are_admitted_one_at_a_time() {
+        assert!(
+            admit(LARGE_IMAGE_PIXELS).is_none(),
+            "small images never wait"
+        );
+        let held = admit(LARGE_IMAGE_PIXELS + 1);
+        assert!(held.is_some());
+        // While one large image is held, a second one has to wait …
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let guard = admit(LARGE_IMAGE_PIXELS + 1);
+            tx.send(guard.is_some()).unwrap();
+        });
+        assert!(rx
+            .recv_timeout(std::time::Duration::from_millis(200))
+            .is_err());
+        // … small ones do not.
+        assert!(admit(10).is_none());
+        drop(held);
+        assert!(rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap());
+        waiter.join().unwrap();
+    }
+
+    #[test]
+    fn lying_headers_are_refused_before_allocation() {
+        // GIF: 1×1 canvas, one 65535×65535 frame: the frame buffer is over the cap.
+        let mut gif = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff".to_vec();
+        gif.extend_from_slice(b"\x2c\x00\x00\x00\x00\xff\xff\xff\xff\x00\x02\x02\x44\x01\x00\x3b");
+        let err = decode_rgb8(&gif, &DecodeOptions::new(8)).unwrap_err();
+        assert_eq!(err.kind, Kind::TooManyPixels, "{err}");
+        // BMP claiming 50000×50000 with 64 bytes of pixels.
+        let mut bmp = b"BM".to_vec();
+        bmp.extend_from_slice(&(54u32 + 64).to_le_bytes());
+        bmp.extend_from_slice(&[0, 0, 0, 0, 54, 0, 0, 0, 40, 0, 0, 0]);
+        bmp.extend_from_slice(&50_000i32.to_le_bytes());
+        bmp.extend_from_slice(&50_000i32.to_le_bytes());
+        bmp.extend_from_slice(&[1, 0, 24, 0, 0, 0, 0, 0, 64, 0, 0, 0]);
+        bmp.extend_from_slice(&[0; 16]);
+        bmp.extend_from_slice(&[0x80; 64]);
+        let err = decode_rgb8(&bmp, &DecodeOptions::new(8)).unwrap_err();
+        assert_eq!(err.kind, Kind::TooManyPixels, "{err}");
+        assert!(err.detail.contains("50000×50000"), "{err}");
+    }
+
+    #[test]
+    fn alloc_limit_is_bounded() {
+        assert_eq!(alloc_limit(0), 64 << 20);
+        assert_eq!(alloc_limit(1_000), 16_000 + (64 << 20));
+        assert_eq!(alloc_limit(u64::MAX), alloc_limit(1 << 28));
     }
 
     #[test]

@@ -11,6 +11,12 @@
 //! Warnings that mean the pixels are wrong — premature end of data, corrupt entropy
 //! data — are recorded and turned into per-image errors instead of being ignored
 //! (libjpeg would otherwise fill the missing part with grey).
+//!
+//! Limits: the pixel budget is checked on the frame header, before libjpeg allocates
+//! anything for the image; progressive files are refused past [`MAX_SCANS`] scans
+//! (thousands of tiny scans are a CPU bomb, libjpeg-turbo's own advice); and
+//! arithmetic-coded files, which this build of libjpeg cannot decode, fail as
+//! `unsupported`.
 
 use std::cell::Cell;
 use std::os::raw::c_int;
@@ -23,9 +29,20 @@ use mozjpeg_sys as ffi;
 
 use crate::error::{DecodeErrorKind as Kind, DecodeFailure};
 
+/// Most scans a JPEG may have (a standard progressive file has about 10).
+pub const MAX_SCANS: u32 = 500;
+
 thread_local! {
     /// The first pixel-damaging warning of the image being decoded on this thread.
     static DAMAGE: Cell<Option<c_int>> = const { Cell::new(None) };
+    /// Scans (SOS markers) seen so far in the image being decoded on this thread.
+    static SCANS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Why libjpeg stopped: its message code and text (the unwinding payload).
+struct Fatal {
+    code: c_int,
+    msg: String,
 }
 
 fn message(cinfo: &mut ffi::jpeg_common_struct) -> String {
@@ -50,16 +67,32 @@ fn message(cinfo: &mut ffi::jpeg_common_struct) -> String {
 }
 
 extern "C-unwind" fn error_exit(cinfo: &mut ffi::jpeg_common_struct) {
+    // SAFETY: see `message`.
+    let code = unsafe { (*cinfo.err).msg_code };
     let msg = message(cinfo);
-    std::panic::resume_unwind(Box::new(msg));
+    // resume_unwind: no panic hook (this is an expected, per-image failure).
+    std::panic::resume_unwind(Box::new(Fatal { code, msg }));
 }
 
 extern "C-unwind" fn emit_message(cinfo: &mut ffi::jpeg_common_struct, level: c_int) {
-    if level >= 0 {
-        return; // trace messages
-    }
     // SAFETY: see `message`.
     let code = unsafe { (*cinfo.err).msg_code };
+    if level >= 0 {
+        // Trace messages: only count the scans.
+        if code == ffi::JTRC_SOS as c_int {
+            let n = SCANS.with(|s| {
+                s.set(s.get() + 1);
+                s.get()
+            });
+            if n > MAX_SCANS {
+                std::panic::resume_unwind(Box::new(Fatal {
+                    code: TOO_MANY_SCANS,
+                    msg: format!("more than {MAX_SCANS} scans"),
+                }));
+            }
+        }
+        return;
+    }
     let damaging = [
         ffi::JWRN_JPEG_EOF,
         ffi::JWRN_HUFF_BAD_CODE,
@@ -76,6 +109,9 @@ extern "C-unwind" fn emit_message(cinfo: &mut ffi::jpeg_common_struct, level: c_
         });
     }
 }
+
+/// Pseudo message code for the scan limit (libjpeg's codes are small positive ints).
+const TOO_MANY_SCANS: c_int = -1;
 
 fn error_manager() -> ffi::jpeg_error_mgr {
     // SAFETY: jpeg_std_error initialises every field of a zeroed jpeg_error_mgr.
@@ -102,14 +138,42 @@ fn muldiv255(a: u32, b: u32) -> u32 {
 }
 
 /// CMYK (as libjpeg returns it) → RGB, as Pillow does it. Adobe-written files store
-/// inverted CMYK (Photoshop convention); Pillow reads those as `CMYK;I`.
+/// inverted CMYK (Photoshop convention); Pillow reads *every* 4-component JPEG as
+/// `CMYK;I` (YCCK too: libjpeg hands those over as inverted CMYK), with or without
+/// an Adobe marker, so the decoder always converts as inverted, in place with
+/// [`cmyk_to_rgb_in_place`]; this copying version is its reference in tests.
+#[cfg(test)]
 fn cmyk_to_rgb(cmyk: &[u8], inverted: bool, out: &mut [u8]) {
     for (px, o) in cmyk.chunks_exact(4).zip(out.chunks_exact_mut(3)) {
-        let v = |x: u8| u32::from(if inverted { 255 - x } else { x });
-        let nk = 255 - v(px[3]);
-        for c in 0..3 {
-            o[c] = (nk - muldiv255(v(px[c]), nk)) as u8;
-        }
+        o.copy_from_slice(&cmyk_pixel([px[0], px[1], px[2], px[3]], inverted));
+    }
+}
+
+#[inline]
+fn cmyk_pixel(px: [u8; 4], inverted: bool) -> [u8; 3] {
+    let v = |x: u8| u32::from(if inverted { 255 - x } else { x });
+    let nk = 255 - v(px[3]);
+    [0, 1, 2].map(|c| (nk - muldiv255(v(px[c]), nk)) as u8)
+}
+
+/// [`cmyk_to_rgb`] (inverted) in place: `buf` holds `n` CMYK pixels and ends up with
+/// `n` RGB ones (3·n bytes), without a second full-size buffer.
+fn cmyk_to_rgb_in_place(buf: &mut Vec<u8>) {
+    let n = buf.len() / 4;
+    for i in 0..n {
+        // Pixel i is read (bytes 4i..4i+4) before bytes 3i..3i+3 ≤ 4i+2 are written.
+        let px = [buf[4 * i], buf[4 * i + 1], buf[4 * i + 2], buf[4 * i + 3]];
+        buf[3 * i..3 * i + 3].copy_from_slice(&cmyk_pixel(px, true));
+    }
+    buf.truncate(3 * n);
+}
+
+/// Grey → RGB in place: `buf` holds `n` grey bytes followed by room for 2·n more.
+fn grey_to_rgb_in_place(buf: &mut [u8], n: usize) {
+    // Backwards: bytes 3i..3i+3 ≥ i never overwrite a grey value not yet read.
+    for i in (0..n).rev() {
+        let g = buf[i];
+        buf[3 * i..3 * i + 3].fill(g);
     }
 }
 
@@ -118,8 +182,12 @@ struct Decoded {
     orientation: Option<Orientation>,
 }
 
-fn decode_inner(bytes: &[u8], max_pixels: u64) -> Result<Decoded, DecodeFailure> {
-    let markers = [Marker::APP(1), Marker::APP(14)];
+fn decode_inner(
+    bytes: &[u8],
+    max_pixels: u64,
+    admit: &mut dyn FnMut(u64),
+) -> Result<Decoded, DecodeFailure> {
+    let markers = [Marker::APP(1)];
     let dec = Decompress::with_err(error_manager())
         .with_markers(&markers)
         .from_mem(bytes)
@@ -140,52 +208,51 @@ fn decode_inner(bytes: &[u8], max_pixels: u64) -> Result<Decoded, DecodeFailure>
             ),
         ));
     }
-    let mut orientation = None;
-    let mut adobe = false;
-    for m in dec.markers() {
-        match m.marker {
-            Marker::APP(1) if orientation.is_none() => orientation = exif_orientation(m.data),
-            Marker::APP(14) => adobe |= m.data.starts_with(b"Adobe"),
-            _ => {}
-        }
-    }
+    // Before libjpeg allocates its buffers (jpeg_start_decompress) and ours.
+    admit(pixels);
+    let orientation = dec
+        .markers()
+        .filter(|m| m.marker == Marker::APP(1))
+        .find_map(|m| exif_orientation(m.data));
     let (width, height) = (w as u32, h as u32);
-    let mut rgb = vec![0u8; w * h * 3];
-    match dec
+    // One buffer per image: libjpeg writes into it, colour conversion is in place.
+    let rgb = match dec
         .image()
         .map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?
     {
         mozjpeg::decompress::Format::RGB(mut started) => {
+            let mut rgb = vec![0u8; w * h * 3];
             started
                 .read_scanlines_into(&mut rgb)
                 .map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?;
             started
                 .finish()
                 .map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?;
+            rgb
         }
         mozjpeg::decompress::Format::Gray(mut started) => {
-            let mut grey = vec![0u8; w * h];
+            let mut rgb = vec![0u8; w * h * 3];
             started
-                .read_scanlines_into(&mut grey)
+                .read_scanlines_into(&mut rgb[..w * h])
                 .map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?;
             started
                 .finish()
                 .map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?;
-            for (o, &g) in rgb.chunks_exact_mut(3).zip(&grey) {
-                o.fill(g);
-            }
+            grey_to_rgb_in_place(&mut rgb, w * h);
+            rgb
         }
         mozjpeg::decompress::Format::CMYK(mut started) => {
-            let mut cmyk = vec![0u8; w * h * 4];
+            let mut buf = vec![0u8; w * h * 4];
             started
-                .read_scanlines_into(&mut cmyk)
+                .read_scanlines_into(&mut buf)
                 .map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?;
             started
                 .finish()
                 .map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?;
-            cmyk_to_rgb(&cmyk, adobe, &mut rgb);
+            cmyk_to_rgb_in_place(&mut buf);
+            buf
         }
-    }
+    };
     let rgb = RgbImage::from_raw(width, height, rgb).expect("buffer matches dimensions");
     Ok(Decoded { rgb, orientation })
 }
@@ -193,30 +260,83 @@ fn decode_inner(bytes: &[u8], max_pixels: u64) -> Result<Decoded, DecodeFailure>
 /// Decode a JPEG to upright RGB8, refusing images above `max_pixels` before any
 /// pixel buffer is allocated.
 pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeFailure> {
+    decode_admitted(bytes, max_pixels, &mut |_| {})
+}
+
+fn classify_fatal(code: c_int, msg: &str, ran_out: bool) -> Kind {
+    let lower = msg.to_ascii_lowercase();
+    let is = |c: ffi::J_MESSAGE_CODE| code == c as c_int;
+    // By code, not text: "Unsupported marker type" (JERR_UNKNOWN_MARKER) is what
+    // damaged entropy data usually produces, so it must stay `corrupt`.
+    if code == TOO_MANY_SCANS
+        || is(ffi::JERR_ARITH_NOTIMPL)
+        || is(ffi::JERR_NOT_COMPILED)
+        || is(ffi::JERR_SOF_UNSUPPORTED)
+        || is(ffi::JERR_BAD_PRECISION)
+        || is(ffi::JERR_CONVERSION_NOTIMPL)
+    {
+        Kind::Unsupported
+    } else if ran_out
+        || is(ffi::JERR_INPUT_EMPTY)
+        || is(ffi::JERR_INPUT_EOF)
+        || lower.contains("premature end")
+    {
+        Kind::Truncated
+    } else if is(ffi::JERR_IMAGE_TOO_BIG) || lower.contains("maximum supported image dimension") {
+        Kind::TooManyPixels
+    } else {
+        Kind::Corrupt
+    }
+}
+
+/// [`decode`], calling `admit(width × height)` once the header has passed the pixel
+/// budget and before any pixel buffer is allocated (the caller may block there to
+/// bound memory; see [`crate::decode`]).
+pub(crate) fn decode_admitted(
+    bytes: &[u8],
+    max_pixels: u64,
+    admit: &mut dyn FnMut(u64),
+) -> Result<RgbImage, DecodeFailure> {
     DAMAGE.with(|d| d.set(None));
-    let outcome = catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, max_pixels)));
+    SCANS.with(|s| s.set(0));
+    let outcome = catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, max_pixels, admit)));
     let damage = DAMAGE.with(|d| d.take());
+    let ran_out = damage == Some(ffi::JWRN_JPEG_EOF as c_int);
     let decoded = match outcome {
-        Ok(result) => result?,
+        Ok(Ok(decoded)) => decoded,
+        // A non-fatal failure (e.g. "no image in the JPEG file") after the data ran out.
+        Ok(Err(e)) if ran_out && e.kind == Kind::Corrupt => {
+            return Err(DecodeFailure::new(
+                Kind::Truncated,
+                format!("JPEG data ends before the image is complete ({})", e.detail),
+            ))
+        }
+        Ok(Err(e)) => return Err(e),
         Err(payload) => {
-            let msg = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown libjpeg failure".into());
-            let lower = msg.to_ascii_lowercase();
-            let ran_out = damage == Some(ffi::JWRN_JPEG_EOF as c_int);
-            let kind =
-                if ran_out || lower.contains("premature end") || lower.contains("empty input") {
-                    Kind::Truncated
-                } else if lower.contains("unsupported") || lower.contains("not supported") {
-                    Kind::Unsupported
-                } else if lower.contains("maximum supported image dimension") {
-                    Kind::TooManyPixels
-                } else {
-                    Kind::Corrupt
-                };
-            return Err(DecodeFailure::new(kind, format!("JPEG: {msg}")));
+            let (code, msg) = match payload.downcast::<Fatal>() {
+                Ok(f) => (f.code, f.msg),
+                Err(other) => (
+                    0,
+                    other
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| other.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "unknown libjpeg failure".into()),
+                ),
+            };
+            let kind = classify_fatal(code, &msg, ran_out);
+            let detail = match kind {
+                _ if code == TOO_MANY_SCANS => format!(
+                    "JPEG has {msg} (a standard progressive JPEG has about 10); refused as a CPU bomb"
+                ),
+                _ if code == ffi::JERR_ARITH_NOTIMPL as c_int
+                    || code == ffi::JERR_NOT_COMPILED as c_int =>
+                {
+                    format!("arithmetic-coded JPEG (or another optional JPEG feature) is not supported ({msg})")
+                }
+                _ => format!("JPEG: {msg}"),
+            };
+            return Err(DecodeFailure::new(kind, detail));
         }
     };
     if let Some(code) = damage {
@@ -269,6 +389,96 @@ mod tests {
         assert_eq!(out, [255, 255, 255]);
         cmyk_to_rgb(&[0, 255, 255, 255], true, &mut out);
         assert_eq!(out, [0, 255, 255], "full cyan");
+    }
+
+    /// A 16×16 progressive JPEG written by libjpeg itself.
+    fn progressive_jpeg() -> Vec<u8> {
+        let mut comp = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_RGB);
+        comp.set_size(16, 16);
+        comp.set_progressive_mode();
+        let mut started = comp.start_compress(Vec::new()).unwrap();
+        let pixels: Vec<u8> = (0..16 * 16 * 3).map(|i| (i * 7 % 256) as u8).collect();
+        started.write_scanlines(&pixels).unwrap();
+        started.finish().unwrap()
+    }
+
+    #[test]
+    fn progressive_jpeg_decodes() {
+        let rgb = decode(&progressive_jpeg(), 1 << 20).unwrap();
+        assert_eq!(rgb.dimensions(), (16, 16));
+    }
+
+    #[test]
+    fn thousands_of_scans_are_refused_as_unsupported() {
+        // Repeat the last scan (SOS header + data, up to EOI) 600 times.
+        let jpeg = progressive_jpeg();
+        let last_sos = jpeg
+            .windows(2)
+            .rposition(|w| w == [0xFF, 0xDA])
+            .expect("a scan");
+        let body = &jpeg[..jpeg.len() - 2];
+        let scan = &jpeg[last_sos..jpeg.len() - 2];
+        let mut bomb = body.to_vec();
+        for _ in 0..600 {
+            bomb.extend_from_slice(scan);
+        }
+        bomb.extend_from_slice(&[0xFF, 0xD9]);
+        let err = decode(&bomb, 1 << 20).unwrap_err();
+        assert_eq!(err.kind, Kind::Unsupported, "{err}");
+        assert!(err.detail.contains("more than 500 scans"), "{err}");
+        // The per-thread counter is reset for the next image.
+        assert!(decode(&jpeg, 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn arithmetic_coded_jpeg_is_unsupported() {
+        // An 8×8 JPEG converted by `jpegtran -arithmetic -copy none`.
+        const HEX: &str = "ffd8ffe000104a46494600010100000100010000ffdb004300100b0c0e0c0a100e0d0e1211101318281a181616183123251d283a333d3c3933383740485c4e404457453738506d51575f626768673e4d71797064785c656763ffdb0043011112121815182f1a1a2f634238426363636363636363636363636363636363636363636363636363636363636363636363636363636363636363636363636363ffc90011080008000803012200021101031101ffcc000a0010100501101105ffda000c03010002110311003f00fed1cdb838ffd9";
+        let bytes: Vec<u8> = (0..HEX.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&HEX[i..i + 2], 16).unwrap())
+            .collect();
+        let err = decode(&bytes, 1 << 20).unwrap_err();
+        assert_eq!(err.kind, Kind::Unsupported, "{err}");
+        assert!(err.detail.contains("arithmetic"), "{err}");
+    }
+
+    #[test]
+    fn damaged_marker_in_scan_data_is_corrupt_not_unsupported() {
+        // "Unsupported marker type" comes from damaged data, not from a JPEG feature.
+        let mut jpeg = progressive_jpeg();
+        let sos = jpeg.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+        let at = sos + 20;
+        jpeg[at..at + 2].copy_from_slice(&[0xFF, 0x15]);
+        let err = decode(&jpeg, 1 << 20).unwrap_err();
+        assert_ne!(err.kind, Kind::Unsupported, "{err}");
+    }
+
+    #[test]
+    fn truncated_header_is_truncated() {
+        let jpeg = progressive_jpeg();
+        for cut in [4, 30, 100] {
+            let err = decode(&jpeg[..cut], 1 << 20).unwrap_err();
+            assert_eq!(err.kind, Kind::Truncated, "cut at {cut}: {err}");
+        }
+    }
+
+    #[test]
+    fn in_place_conversions_match_the_copying_ones() {
+        let cmyk: Vec<u8> = (0..4 * 50).map(|i| (i * 37 % 256) as u8).collect();
+        let mut want = vec![0u8; 3 * 50];
+        cmyk_to_rgb(&cmyk, true, &mut want);
+        let mut buf = cmyk.clone();
+        cmyk_to_rgb_in_place(&mut buf);
+        assert_eq!(buf, want);
+
+        let mut grey = vec![0u8; 3 * 7];
+        grey[..7].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7]);
+        grey_to_rgb_in_place(&mut grey, 7);
+        assert_eq!(
+            grey,
+            [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6, 7, 7, 7]
+        );
     }
 
     #[test]

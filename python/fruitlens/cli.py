@@ -491,10 +491,12 @@ def _run_with_session(
         parallelism = max(1, int(sc.defaultParallelism))
         if args.partitions:
             images = images.repartition(args.partitions)
-        elif images.rdd.getNumPartitions() > TASKS_PER_CORE * parallelism:
-            # binaryFile makes a partition per ~32 small files: merge them (no shuffle),
-            # per-task overhead otherwise dominates small images
-            images = images.coalesce(TASKS_PER_CORE * parallelism)
+        else:
+            # binaryFile makes a partition per ~32 small files (per-task overhead then
+            # dominates) or one for a small folder (one core idle). Round-robin into a few
+            # equal tasks per core: embedding cost is per image, so equal counts balance
+            # the cores and no core idles at the tail (coalesce merges unevenly).
+            images = images.repartition(TASKS_PER_CORE * parallelism)
         features = fs.featurize(
             images.select(
                 "path",
