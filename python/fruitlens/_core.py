@@ -114,7 +114,7 @@ class Embedder:
         model_path: PathLike,
         *,
         threads: int | None = None,
-        batch_size: int = 32,
+        batch_size: int = 8,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:

@@ -105,7 +105,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         "--partitions", type=_positive_int, help="repartition the images into N partitions"
     )
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=32, help="images per inference run"
+        "--batch-size", type=_positive_int, default=8, help="images per inference run"
     )
     parser.add_argument(
         "--threads", type=_positive_int, help="threads per task (default: the task's CPUs)"

@@ -53,7 +53,7 @@ __all__ = [
 #: File extensions :func:`read_images` picks up (case-insensitive).
 DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 #: Images embedded per ONNX Runtime run.
-DEFAULT_BATCH_SIZE = 32
+DEFAULT_BATCH_SIZE = 8
 #: Feature vector length of MobileNetV2.
 FEATURE_DIM = 1280
 
@@ -333,6 +333,34 @@ def _slices(batch: pa.RecordBatch, rows: int) -> Iterator[pa.RecordBatch]:
         yield batch.slice(start, rows)
 
 
+#: Fault injection for tests (never set in production): ``STAGE:N[:always]`` makes the
+#: Python worker running partition 0 exit abruptly (``os._exit``) before emitting its
+#: N-th output batch (0-based) of ``STAGE`` (``featurize`` or ``transform``) — on the
+#: first task attempt only, unless ``:always``. Spark then retries the task.
+FAULT_ENV = "FRUITLENS_TEST_FAULT"
+
+
+def _fault_point(stage: str, batch_index: int) -> None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    parts = spec.split(":")
+    if parts[0] != stage or not parts[1:] or batch_index != int(parts[1]):
+        return
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    if ctx is None or ctx.partitionId() != 0:
+        return
+    if ctx.attemptNumber() > 0 and "always" not in parts[2:]:
+        return
+    marker = os.environ.get(FAULT_ENV + "_MARKER")
+    if marker:  # lets a test see that the fault really happened
+        with open(marker, "a") as f:
+            f.write(f"{stage}:{batch_index} attempt {ctx.attemptNumber()}\n")
+    os._exit(17)
+
+
 def _embed_batches(
     batches: Iterable[pa.RecordBatch],
     *,
@@ -348,8 +376,11 @@ def _embed_batches(
     embedder = _get_embedder(ref, _task_threads(threads), batch_size)
     # Bound memory (decoded tensors) whatever spark.sql.execution.arrow.maxRecordsPerBatch is.
     chunk_rows = max(batch_size * 8, 256)
+    index = 0
     for big in batches:
         for batch in _slices(big, chunk_rows):
+            _fault_point("featurize", index)
+            index += 1
             content = batch.column(_field_index(batch.schema, content_col))
             out = embedder.embed(content)
             arrays = [batch.column(_field_index(batch.schema, name)) for name in keep]
@@ -553,7 +584,8 @@ def _project_batches(
     output_col: str,
 ) -> Iterator[pa.RecordBatch]:
     pca = _cached_pca(text, digest)
-    for batch in batches:
+    for index, batch in enumerate(batches):
+        _fault_point("transform", index)
         column = batch.column(_field_index(batch.schema, input_col))
         projected = _as_float_list(pca.transform_arrow(column))
         arrays = [batch.column(_field_index(batch.schema, name)) for name in keep]

@@ -144,7 +144,7 @@ impl PyEmbedder {
     }
 
     /// embed(images, max_pixels, max_bytes, batch_size) -> RecordBatch(features, error)
-    #[pyo3(signature = (images, max_pixels=DEFAULT_MAX_PIXELS, max_bytes=DEFAULT_MAX_BYTES, batch_size=32))]
+    #[pyo3(signature = (images, max_pixels=DEFAULT_MAX_PIXELS, max_bytes=DEFAULT_MAX_BYTES, batch_size=8))]
     fn embed<'py>(
         &self,
         py: Python<'py>,
@@ -166,7 +166,7 @@ impl PyEmbedder {
     }
 
     /// embed_tensors(x: float32 array of n·S·S·3 values, batch_size) -> float32 array of n·D values
-    #[pyo3(signature = (x, batch_size=32))]
+    #[pyo3(signature = (x, batch_size=8))]
     fn embed_tensors<'py>(
         &self,
         py: Python<'py>,
