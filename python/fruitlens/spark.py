@@ -673,7 +673,7 @@ if _HAVE_PYSPARK:
 
         Params: ``inputCol`` (binary image bytes, default ``content``), ``outputCol``
         (default ``features``), ``errorCol`` (default ``error``), ``modelPath``,
-        ``batchSize`` (default 32), ``threads`` (0 = the task's CPUs) and
+        ``batchSize`` (default 8), ``threads`` (0 = the task's CPUs) and
         ``dropInputCol`` (default True).
         """
 
