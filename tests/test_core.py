@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image
 
 import fruitlens
 from fruitlens import PCA, DecodeError, Embedder, FruitlensError, ModelError, PCAError
@@ -46,13 +46,7 @@ def encode(img: Image.Image, fmt: str, **kw) -> bytes:
 def pillow_reference(data: bytes, size: int) -> np.ndarray:
     """What the classic pipeline feeds Keras: Pillow decode, EXIF upright, alpha on
     white, bicubic resize, x/127.5 - 1."""
-    img = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, rgba)
-    img = img.convert("RGB").resize((size, size))
-    return np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+    return make_corpus.pillow_reference(data, size)
 
 
 def pixels(batch: pa.RecordBatch, size: int) -> np.ndarray:
@@ -198,19 +192,9 @@ def test_every_format_and_mode_matches_the_pillow_pipeline(photo: Image.Image) -
 def test_exif_orientation_gives_the_upright_image(photo: Image.Image, orientation: int) -> None:
     # A non-square image, stored rotated so that applying the tag makes it upright.
     upright = photo.crop((0, 0, 100, 60))
-    inverse = {
-        1: lambda im: im,
-        2: lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
-        3: lambda im: im.transpose(Image.Transpose.ROTATE_180),
-        4: lambda im: im.transpose(Image.Transpose.FLIP_TOP_BOTTOM),
-        5: lambda im: im.transpose(Image.Transpose.TRANSPOSE),
-        6: lambda im: im.transpose(Image.Transpose.ROTATE_90),
-        7: lambda im: im.transpose(Image.Transpose.TRANSVERSE),
-        8: lambda im: im.transpose(Image.Transpose.ROTATE_270),
-    }[orientation]
+    inverse = make_corpus.STORED[orientation]
     stored = inverse(upright)
-    exif = Image.Exif()
-    exif[0x0112] = orientation
+    exif = make_corpus.exif_with_orientation(orientation)
     out = {}
     for fmt in ("PNG", "JPEG"):
         kw = {"quality": 95} if fmt == "JPEG" else {}

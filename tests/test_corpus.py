@@ -12,7 +12,6 @@ batch of the valid cases alone.
 from __future__ import annotations
 
 import importlib.util
-import io
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image
 
 import fruitlens
 from fruitlens import Embedder
@@ -126,18 +125,7 @@ EXPECTED: dict[str, tuple[str, object]] = {
 }
 
 
-def pillow_reference(data: bytes, size: int, grey16: bool = False) -> np.ndarray:
-    """The classic pipeline's model input for ``data``."""
-    img = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
-    if grey16:
-        assert img.mode.startswith("I"), img.mode
-        img = Image.fromarray((np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8), "L")
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, rgba)
-    img = img.convert("RGB").resize((size, size))
-    return np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+pillow_reference = make_corpus.pillow_reference
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 #: Cases bigger than this are left out with ``--small``.
 SMALL_LIMIT = 1 << 20
@@ -250,6 +250,20 @@ def webp_vp8x_bomb(w: int, h: int) -> bytes:
     vp8x += (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little")
     body = b"WEBP" + vp8x + vp8l
     return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def pillow_reference(data: bytes, size: int, grey16: bool = False) -> np.ndarray:
+    """The classic pipeline's model input for ``data``."""
+    img = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+    if grey16:
+        assert img.mode.startswith("I"), img.mode
+        img = Image.fromarray((np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    img = img.convert("RGB").resize((size, size))
+    return np.asarray(img, dtype=np.float32) / 127.5 - 1.0
 
 
 def exif_with_orientation(o: int) -> Image.Exif:
