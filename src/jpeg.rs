@@ -14,9 +14,9 @@
 //!
 //! Limits: the pixel budget is checked on the frame header, before libjpeg allocates
 //! anything for the image; progressive files are refused past [`MAX_SCANS`] scans
-//! (thousands of tiny scans are a CPU bomb, libjpeg-turbo's own advice); and
-//! arithmetic-coded files, which this build of libjpeg cannot decode, fail as
-//! `unsupported`.
+//! (thousands of tiny scans are a CPU bomb, libjpeg-turbo's own advice). Arithmetic-coded
+//! files decode (libjpeg is built with `arith_dec`, as Pillow's is); JPEG features a build
+//! lacks fail as `unsupported`.
 
 use std::cell::Cell;
 use std::os::raw::c_int;
@@ -332,7 +332,7 @@ pub(crate) fn decode_admitted(
                 _ if code == ffi::JERR_ARITH_NOTIMPL as c_int
                     || code == ffi::JERR_NOT_COMPILED as c_int =>
                 {
-                    format!("arithmetic-coded JPEG (or another optional JPEG feature) is not supported ({msg})")
+                    format!("this JPEG uses a feature the bundled libjpeg lacks ({msg})")
                 }
                 _ => format!("JPEG: {msg}"),
             };
@@ -431,16 +431,17 @@ mod tests {
     }
 
     #[test]
-    fn arithmetic_coded_jpeg_is_unsupported() {
-        // An 8×8 JPEG converted by `jpegtran -arithmetic -copy none`.
+    fn arithmetic_coded_jpeg_decodes_like_libjpeg_turbo() {
+        // An 8×8 JPEG converted by `jpegtran -arithmetic -copy none`; mozjpeg-sys is
+        // built with `arith_dec`, and `djpeg` gives (202, 30, 88) for every pixel.
         const HEX: &str = "ffd8ffe000104a46494600010100000100010000ffdb004300100b0c0e0c0a100e0d0e1211101318281a181616183123251d283a333d3c3933383740485c4e404457453738506d51575f626768673e4d71797064785c656763ffdb0043011112121815182f1a1a2f634238426363636363636363636363636363636363636363636363636363636363636363636363636363636363636363636363636363ffc90011080008000803012200021101031101ffcc000a0010100501101105ffda000c03010002110311003f00fed1cdb838ffd9";
         let bytes: Vec<u8> = (0..HEX.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(&HEX[i..i + 2], 16).unwrap())
             .collect();
-        let err = decode(&bytes, 1 << 20).unwrap_err();
-        assert_eq!(err.kind, Kind::Unsupported, "{err}");
-        assert!(err.detail.contains("arithmetic"), "{err}");
+        let img = decode(&bytes, 1 << 20).unwrap();
+        assert_eq!(img.dimensions(), (8, 8));
+        assert!(img.pixels().all(|p| p.0 == [202, 30, 88]));
     }
 
     #[test]
