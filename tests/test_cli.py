@@ -19,12 +19,12 @@ from fruitlens._fetch import default_model_path
 
 N_ROWS = 43  # see the fruit_images fixture
 N_GOOD = 41
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _env(**extra: str) -> dict[str, str]:
+    # the subprocess imports fruitlens as installed for this interpreter (the wheel in
+    # CI, the editable install in development), never the bare source tree
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "python"), env.get("PYTHONPATH", "")])
     env.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     env.update(extra)
     return env
