@@ -177,6 +177,16 @@ fn grey_to_rgb_in_place(buf: &mut [u8], n: usize) {
     }
 }
 
+/// Read every scanline of a started decompression into `buf`, then finish it.
+fn read_all<R: std::io::BufRead>(
+    mut started: mozjpeg::decompress::DecompressStarted<R>,
+    buf: &mut [u8],
+) -> Result<(), DecodeFailure> {
+    let corrupt = |e: std::io::Error| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}"));
+    started.read_scanlines_into(buf).map_err(corrupt)?;
+    started.finish().map_err(corrupt)
+}
+
 struct Decoded {
     rgb: RgbImage,
     orientation: Option<Orientation>,
@@ -220,35 +230,20 @@ fn decode_inner(
         .image()
         .map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?
     {
-        mozjpeg::decompress::Format::RGB(mut started) => {
+        mozjpeg::decompress::Format::RGB(started) => {
             let mut rgb = vec![0u8; w * h * 3];
-            started
-                .read_scanlines_into(&mut rgb)
-                .map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?;
-            started
-                .finish()
-                .map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?;
+            read_all(started, &mut rgb)?;
             rgb
         }
-        mozjpeg::decompress::Format::Gray(mut started) => {
+        mozjpeg::decompress::Format::Gray(started) => {
             let mut rgb = vec![0u8; w * h * 3];
-            started
-                .read_scanlines_into(&mut rgb[..w * h])
-                .map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?;
-            started
-                .finish()
-                .map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?;
+            read_all(started, &mut rgb[..w * h])?;
             grey_to_rgb_in_place(&mut rgb, w * h);
             rgb
         }
-        mozjpeg::decompress::Format::CMYK(mut started) => {
+        mozjpeg::decompress::Format::CMYK(started) => {
             let mut buf = vec![0u8; w * h * 4];
-            started
-                .read_scanlines_into(&mut buf)
-                .map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?;
-            started
-                .finish()
-                .map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?;
+            read_all(started, &mut buf)?;
             cmyk_to_rgb_in_place(&mut buf);
             buf
         }

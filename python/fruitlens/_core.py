@@ -7,6 +7,7 @@ All heavy work runs in Rust with the GIL released; this module only adapts input
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import threading
 from collections.abc import Sequence
@@ -216,9 +217,7 @@ class PCAStats:
         return cls._wrap(_native.PcaStats.from_bytes(data))
 
     def fit(self, k: int | float = 0.95) -> PCA:
-        pca = PCA(k)
-        pca._set_model(self._native.fit(**_k_args(k)))
-        return pca
+        return PCA(k).fit_stats(self)
 
 
 def pca_stats(batch: Any, dim: int | None = None) -> PCAStats:
@@ -240,17 +239,28 @@ def _infer_dim(rows: pa.Array) -> int:
     raise PCAError("cannot infer the dimension: every row is null")
 
 
-def _k_args(k: int | float) -> dict[str, Any]:
-    if isinstance(k, bool):
-        raise PCAError(f"k must be an int or a float fraction, got {k!r}")
-    if isinstance(k, (int, np.integer)) and int(k) >= 1:
-        return {"k": int(k)}
-    if isinstance(k, (float, np.floating)) and 0.0 < float(k) <= 1.0:
-        return {"variance": float(k)}
-    raise PCAError(
-        f"k must be a number of components (int ≥ 1) or an explained-variance fraction "
-        f"in (0, 1], got {k!r}"
-    )
+def check_k(k: Any) -> int | float:
+    """Validate a PCA ``k``: an int ≥ 1 (components) or a float in (0, 1] (the
+    explained-variance fraction to reach). Returns it as a plain ``int``/``float``;
+    raises :class:`PCAError` (a ``ValueError``) otherwise. The one rule for the Python
+    API, the pyspark.ml ``k`` Param and the CLI's ``--k``."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Real):
+        raise PCAError(
+            f"k must be a number of components (int ≥ 1) or an explained-variance fraction "
+            f"in (0, 1], got {k!r}"
+        )
+    if isinstance(k, numbers.Integral):
+        if int(k) < 1:
+            raise PCAError(f"k must be at least 1 component, got {k}")
+        return int(k)
+    if not 0.0 < float(k) <= 1.0:
+        raise PCAError(f"a fractional k (explained-variance fraction) must be in (0, 1], got {k}")
+    return float(k)
+
+
+def _k_args(k: Any) -> dict[str, Any]:
+    k = check_k(k)
+    return {"k": k} if isinstance(k, int) else {"variance": k}
 
 
 class PCA:
@@ -289,8 +299,7 @@ class PCA:
 
     def fit(self, x: Any) -> PCA:
         """Fit on rows (numpy ``[N, D]`` or an Arrow list array; null rows skipped)."""
-        self._set_model(pca_stats(x).fit(self.k_spec)._model)
-        return self
+        return self.fit_stats(pca_stats(x))
 
     def fit_stats(self, stats: PCAStats) -> PCA:
         """Fit from merged partial statistics (the distributed path)."""

@@ -26,7 +26,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Callable
 
-from ._errors import FruitlensError
+from ._errors import FruitlensError, PCAError
 
 __all__ = ["CLIError", "add_run_arguments", "build_parser", "main", "run_pipeline"]
 
@@ -50,6 +50,8 @@ class CLIError(FruitlensError):
 
 
 def _parse_k(text: str) -> int | float:
+    from ._core import check_k
+
     try:
         value: int | float = int(text)
     except ValueError:
@@ -59,11 +61,10 @@ def _parse_k(text: str) -> int | float:
             raise argparse.ArgumentTypeError(
                 f"{text!r} is not a number of components or a variance fraction"
             ) from None
-    if isinstance(value, int) and value < 1:
-        raise argparse.ArgumentTypeError("k must be ≥ 1 components, or a fraction in (0, 1]")
-    if isinstance(value, float) and not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError("a fractional k must be in (0, 1]")
-    return value
+    try:
+        return check_k(value)
+    except PCAError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:

@@ -633,14 +633,9 @@ def _to_k(value: Any) -> int | float:
     """Param converter of ``k``: an int ≥ 1 or a float fraction in (0, 1]."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"k must be an int or a float, got {value!r}")
-    if isinstance(value, numbers.Integral):
-        if int(value) < 1:
-            raise ValueError(f"k must be at least 1, got {value}")
-        return int(value)
-    value = float(value)
-    if not 0.0 < value <= 1.0:
-        raise ValueError(f"a float k is an explained-variance fraction in (0, 1], got {value}")
-    return value
+    from ._core import check_k
+
+    return check_k(value)
 
 
 try:
