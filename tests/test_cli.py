@@ -72,7 +72,14 @@ def _check_output(out: Path) -> dict:
     np.testing.assert_allclose(
         np.array([r["pca"] for r in good], np.float32), pca.transform(feats), atol=1e-4
     )
+    # the statistics gathered during the featurize pass give numpy's PCA of the output
+    local = fruitlens.PCA(pca.k).fit(feats)
+    np.testing.assert_allclose(pca.mean_, local.mean_, atol=1e-5)
+    np.testing.assert_allclose(
+        pca.explained_variance_ratio_, local.explained_variance_ratio_, atol=1e-6
+    )
     summary = json.loads((out / "_summary.json").read_text())
+    assert summary["pca_statistics"] == "featurize pass"
     assert summary["images"] == N_ROWS and summary["errors"] == 2
     assert summary["error_kinds"] == {"empty": 1, "unknown_format": 1}
     assert summary["k"] == pca.k

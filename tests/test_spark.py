@@ -174,6 +174,41 @@ def test_pca_with_int_k_and_transform(featurized, good_matrix: np.ndarray) -> No
     assert types["pca"] == "array<float>"
 
 
+def test_feature_stats_gathered_while_featurizing(
+    images, onnx_224: Path, good_matrix: np.ndarray
+) -> None:
+    collected = fs.FeatureStats(images.sparkSession)
+    df = fs.featurize(images.repartition(3), model=str(onnx_224), stats=collected).persist()
+    try:
+        rows = df.where("features IS NOT NULL").count()  # the only featurize pass
+        assert rows == N_GOOD
+        stats = collected.get(rows=rows)
+        assert stats is not None and stats.count == N_GOOD and stats.dim == 1280
+        assert collected.partitions == 3
+        # the same PCA as from statistics computed in a separate pass, and as numpy's
+        fused = fruitlens.PCA(0.95).fit_stats(stats)
+        separate = fs.fit_pca(df, k=0.95)
+        local = fruitlens.PCA(0.95).fit(good_matrix)
+        assert fused.k == separate.k == local.k
+        np.testing.assert_allclose(fused.mean_, local.mean_, atol=1e-5)
+        np.testing.assert_allclose(
+            fused.explained_variance_ratio_, separate.explained_variance_ratio_, atol=1e-9
+        )
+        assert collected.get(rows=rows + 1) is None  # a count that does not match
+    finally:
+        df.unpersist()
+
+
+def test_feature_stats_refuse_a_partition_seen_twice(images, onnx_224: Path) -> None:
+    collected = fs.FeatureStats(images.sparkSession)
+    df = fs.featurize(images.repartition(2), model=str(onnx_224), stats=collected)
+    rows = df.where("features IS NOT NULL").count()
+    assert collected.get(rows=rows) is not None
+    df.where("features IS NOT NULL").count()  # not cached: every partition runs again
+    assert collected.get(rows=rows) is None  # duplicates are detected, not summed
+    assert collected.get(rows=2 * rows) is None
+
+
 def test_pca_all_null_is_a_clear_error(featurized) -> None:
     from fruitlens._errors import PCAError
 

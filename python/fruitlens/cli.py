@@ -432,6 +432,48 @@ def _write_text(spark: Any, uri: str, text: str, io: str = "auto") -> None:
         stream.close()
 
 
+class _SqlConf:
+    """Set Spark SQL confs until exited (once; exiting again is a no-op), then restore."""
+
+    def __init__(self, spark: Any, settings: dict[str, str]) -> None:
+        self._spark = spark
+        self._settings = settings
+        self._saved: dict[str, str | None] | None = None
+
+    def __enter__(self) -> _SqlConf:
+        conf = self._spark.conf
+        self._saved = {key: conf.get(key, None) for key in self._settings}
+        for key, value in self._settings.items():
+            conf.set(key, value)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        saved, self._saved = self._saved, None
+        for key, value in (saved or {}).items():
+            if value is None:
+                self._spark.conf.unset(key)
+            else:
+                self._spark.conf.set(key, value)
+
+
+def _file_splits(partitions: int) -> dict[str, str]:
+    """SQL confs that make a file source split a folder into about ``partitions``
+    partitions of about equal file counts.
+
+    Spark packs files (largest first) into splits of at most
+    ``max(openCost, Σ(size + openCost) / minPartitionNum)`` bytes, capped by
+    ``maxPartitionBytes``. Lifting the cap leaves ``minPartitionNum`` splits; the
+    4 MiB open cost per file weighs every small image about the same, while a
+    multi-megabyte photo (slower to decode) weighs more. Planning happens when the
+    query is cached or run, so these must be set until then.
+    """
+    return {
+        "spark.sql.files.maxPartitionBytes": str(1 << 40),
+        "spark.sql.files.openCostInBytes": str(4 << 20),
+        "spark.sql.files.minPartitionNum": str(partitions),
+    }
+
+
 def _join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
 
@@ -477,6 +519,7 @@ def _run_with_session(
     from pyspark.sql import functions as F
 
     from . import spark as fs
+    from ._core import PCA
     from ._progress import SparkProgress
 
     if not _is_local(args.output) and _exists(spark, args.output, args.io) and not args.overwrite:
@@ -488,16 +531,19 @@ def _run_with_session(
         # 1. read + featurize, cached so that images are decoded and embedded once
         progress.phase("featurize")
         t0 = time.perf_counter()
-        images = fs.read_images(spark, args.input, io=args.io)
         parallelism = max(1, int(sc.defaultParallelism))
-        if args.partitions:
-            images = images.repartition(args.partitions)
-        else:
-            # binaryFile makes a partition per ~32 small files (per-task overhead then
-            # dominates) or one for a small folder (one core idle). Round-robin into a few
-            # equal tasks per core: embedding cost is per image, so equal counts balance
-            # the cores and no core idles at the tail (coalesce merges unevenly).
-            images = images.repartition(TASKS_PER_CORE * parallelism)
+        partitions = args.partitions or TASKS_PER_CORE * parallelism
+        # binaryFile's defaults make a partition per ~32 small files (per-task overhead
+        # then dominates) or one for a small folder (one core idle). Embedding costs
+        # per image, so a few tasks per core with equal image counts balance the cores
+        # with no idle tail. Spark's file splitting gets there without a shuffle (see
+        # _file_splits); other sources (--io arrow) are repartitioned round-robin.
+        split_conf = _SqlConf(spark, _file_splits(partitions))
+        split_conf.__enter__()
+        images = fs.read_images(spark, args.input, io=args.io)
+        if fs.READ_ERROR_COL in images.columns:
+            images = images.repartition(partitions)
+        collected = fs.FeatureStats(spark)  # PCA statistics, gathered while embedding
         features = fs.featurize(
             images.select(
                 "path",
@@ -509,10 +555,16 @@ def _run_with_session(
             size=size,
             batch_size=args.batch_size,
             threads=args.threads,
+            stats=collected,
         ).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            row = features.agg(F.count(F.lit(1)).alias("n"), F.count("error").alias("e")).first()
-            n_images, n_errors = int(row["n"]), int(row["e"])
+            row = features.agg(
+                F.count(F.lit(1)).alias("n"),
+                F.count("error").alias("e"),
+                F.count("features").alias("f"),
+            ).first()
+            n_images, n_errors, n_features = int(row["n"]), int(row["e"]), int(row["f"])
+            split_conf.__exit__(None, None, None)
             if n_images == 0:
                 raise CLIError(
                     f"no images found under {args.input} (looked for "
@@ -533,10 +585,18 @@ def _run_with_session(
                     f"all {n_images} images failed ({error_kinds}); nothing to fit a PCA on"
                 )
 
-            # 2. distributed PCA fit
+            # 2. PCA fit: on the statistics gathered by the featurize tasks, or (when
+            # Spark ran a partition twice) on statistics from another pass.
             progress.phase("PCA fit")
             t0 = time.perf_counter()
-            pca = fs.fit_pca(features, k=args.k)
+            stats = collected.get(rows=n_features)
+            if stats is not None:
+                pca = PCA(args.k).fit_stats(stats)
+                pca_stats_source = "featurize pass"
+            else:
+                say(f"{PROG}: note: computing PCA statistics in a second pass")
+                pca = fs.fit_pca(features, k=args.k)
+                pca_stats_source = "second pass"
             stages["pca_fit"] = time.perf_counter() - t0
 
             # 3. transform + write
@@ -554,6 +614,7 @@ def _run_with_session(
             _write_text(spark, _join(args.output, "_pca", "pca.json"), pca.to_json(), args.io)
             stages["transform_write"] = time.perf_counter() - t0
         finally:
+            split_conf.__exit__(None, None, None)
             features.unpersist()
 
     total = time.perf_counter() - t_start
@@ -571,6 +632,7 @@ def _run_with_session(
         "k_rule": pca_summary["k_rule"],
         "explained_variance": pca_summary["explained_variance"],
         "pca_samples": pca_summary["n_samples"],
+        "pca_statistics": pca_stats_source,
         "seconds": round(total, 3),
         "seconds_pipeline": round(pipeline, 3),
         "seconds_spark_start": round(t_session - t_start, 3),

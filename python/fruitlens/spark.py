@@ -10,7 +10,8 @@ Arrow batches out; no pandas, no per-image Python):
 * :func:`fit_pca` reduces per-partition native PCA statistics on the driver, and
   :func:`transform_pca` adds ``pca`` (``array<float>``, k);
 * :class:`ImageEmbedder`, :class:`PCA` and :class:`PCAModel` are ``pyspark.ml``
-  stages (usable in a ``Pipeline``, savable with ``Pipeline.write()``).
+  stages (usable in a ``Pipeline``, savable with ``Pipeline.write()``); they live in
+  :mod:`fruitlens.ml` and are imported from there on first use.
 
 Works with PySpark 3.5 and 4.x.
 """
@@ -18,7 +19,6 @@ Works with PySpark 3.5 and 4.x.
 from __future__ import annotations
 
 import hashlib
-import numbers
 import os
 import threading
 import urllib.parse
@@ -35,9 +35,12 @@ if TYPE_CHECKING:
 
     import fruitlens
 
+    from .ml import PCA, ImageEmbedder, PCAModel
+
 __all__ = [
     "DEFAULT_EXTENSIONS",
     "PCA",
+    "FeatureStats",
     "ImageEmbedder",
     "PCAModel",
     "collect_arrow_batches",
@@ -371,9 +374,11 @@ def _embed_batches(
     keep: list[str],
     output_col: str,
     error_col: str,
+    stats_acc: Any = None,
 ) -> Iterator[pa.RecordBatch]:
     """The ``mapInArrow`` body of :func:`featurize` (runs on executors)."""
     embedder = _get_embedder(ref, _task_threads(threads), batch_size)
+    stats: fruitlens.PCAStats | None = None
     # Bound memory (decoded tensors) whatever spark.sql.execution.arrow.maxRecordsPerBatch is.
     chunk_rows = max(batch_size * 8, 256)
     index = 0
@@ -383,9 +388,22 @@ def _embed_batches(
             index += 1
             content = batch.column(_field_index(batch.schema, content_col))
             out = embedder.embed(content)
+            features = out.column(0)
+            if stats_acc is not None and len(features) > features.null_count:
+                if stats is None:
+                    from ._core import PCAStats
+
+                    stats = PCAStats(features.type.list_size)
+                stats.update(features)
             arrays = [batch.column(_field_index(batch.schema, name)) for name in keep]
-            arrays += [_as_float_list(out.column(0)), out.column(1)]
+            arrays += [_as_float_list(features), out.column(1)]
             yield pa.RecordBatch.from_arrays(arrays, names=[*keep, output_col, error_col])
+    if stats_acc is not None:  # the whole partition went through: report it once
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        part = ctx.partitionId() if ctx is not None else -1
+        stats_acc.add(_StatsValue({part}, stats.to_bytes() if stats is not None else None))
 
 
 def featurize(
@@ -400,6 +418,7 @@ def featurize(
     threads: int | None = None,
     keep_content: bool = False,
     ship_model: bool | None = None,
+    stats: FeatureStats | None = None,
 ) -> DataFrame:
     """Add MobileNetV2 features to a DataFrame of encoded images.
 
@@ -416,6 +435,9 @@ def featurize(
         batch_size: images per ONNX Runtime run.
         threads: ONNX Runtime/decoder threads per task (default: the task's CPUs).
         ship_model: force (True) or prevent (False) shipping the model file.
+        stats: a :class:`FeatureStats` that gathers the PCA statistics of the
+            features while they are computed, so that a PCA can be fitted without
+            another pass over them (see :class:`FeatureStats`).
 
     Raises:
         ModelError: the model is missing, invalid, or its input size is not ``size``.
@@ -463,8 +485,10 @@ def featurize(
             keep=keep,
             output_col=output_col,
             error_col=error_col,
+            stats_acc=stats_acc,
         )
 
+    stats_acc = stats._accumulator if stats is not None else None
     out = df_in.mapInArrow(run, schema)
     if READ_ERROR_COL in out.columns:  # fetch failures of read_images_arrow win
         from pyspark.sql import functions as F
@@ -480,6 +504,95 @@ def featurize(
 
 #: Fitted PCA models deserialised in this process, by the sha1 of their JSON.
 _PCA_MODELS: dict[str, fruitlens.PCA] = {}
+
+
+class _StatsValue:
+    """What a :class:`FeatureStats` accumulator holds: partitions seen, merged stats."""
+
+    __slots__ = ("duplicate", "parts", "stats")
+
+    def __init__(
+        self,
+        parts: set[int] | None = None,
+        stats: bytes | fruitlens.PCAStats | None = None,
+        duplicate: bool = False,
+    ) -> None:
+        self.parts = set(parts or ())
+        self.stats = stats
+        self.duplicate = duplicate
+
+    def __getstate__(self) -> tuple[set[int], bytes | None, bool]:
+        stats = self.stats
+        if stats is not None and not isinstance(stats, bytes):
+            stats = stats.to_bytes()
+        return self.parts, stats, self.duplicate
+
+    def __setstate__(self, state: tuple[set[int], bytes | None, bool]) -> None:
+        self.parts, self.stats, self.duplicate = state
+
+
+class _StatsParam:
+    """Spark ``AccumulatorParam`` merging :class:`_StatsValue` (duck-typed: no pyspark
+    import at module level). A partition reported twice (a recomputed partition, or a
+    second action over an uncached DataFrame) marks the result as unusable rather
+    than counting rows twice."""
+
+    def zero(self, value: _StatsValue) -> _StatsValue:
+        return _StatsValue()
+
+    def addInPlace(self, a: _StatsValue, b: _StatsValue) -> _StatsValue:
+        from ._core import PCAStats
+
+        def native(stats: bytes | fruitlens.PCAStats) -> fruitlens.PCAStats:
+            return PCAStats.from_bytes(stats) if isinstance(stats, bytes) else stats
+
+        if b.stats is not None:
+            a.stats = b.stats if a.stats is None else native(a.stats).merge(native(b.stats))
+        a.duplicate = a.duplicate or b.duplicate or bool(a.parts & b.parts)
+        a.parts |= b.parts
+        return a
+
+
+class FeatureStats:
+    """PCA statistics gathered by :func:`featurize` while it embeds (``stats=``).
+
+    The statistics (n, Σx, XᵀX of the non-null features) are computed on the
+    executors right after each batch is embedded and sent back with the task
+    results, through a Spark accumulator, so fitting the PCA needs no second pass
+    over the features. Spark may run a partition more than once (task retries are
+    fine; recomputed partitions or a second action are not), so :meth:`get`
+    checks the result against the number of non-null feature rows and returns
+    ``None`` when it cannot be trusted; then fall back to :func:`fit_pca`::
+
+        collected = FeatureStats(spark)
+        df = featurize(images, model=..., stats=collected).persist()
+        rows = df.where("features IS NOT NULL").count()  # runs the featurize job
+        stats = collected.get(rows=rows)
+        pca = PCA(0.95).fit_stats(stats) if stats else fit_pca(df)
+
+    Needs a classic (non-Connect) SparkSession.
+    """
+
+    def __init__(self, spark: SparkSession) -> None:
+        self._accumulator = spark.sparkContext.accumulator(_StatsValue(), _StatsParam())
+
+    @property
+    def partitions(self) -> int:
+        """Partitions that have reported so far."""
+        return len(self._accumulator.value.parts)
+
+    def get(self, *, rows: int) -> fruitlens.PCAStats | None:
+        """The merged statistics if they cover exactly ``rows`` non-null rows, each
+        partition once; else ``None``."""
+        from ._core import PCAStats
+
+        value = self._accumulator.value
+        if value.duplicate or value.stats is None:
+            return None
+        stats = value.stats
+        if isinstance(stats, bytes):
+            stats = PCAStats.from_bytes(stats)
+        return stats if stats.count == rows else None
 
 
 def _stats_batches(
@@ -622,303 +735,6 @@ def transform_pca(
         )
 
     return df.mapInArrow(run, schema)
-
-
-# --------------------------------------------------------------------------------------
-# pyspark.ml stages
-# --------------------------------------------------------------------------------------
-
-
-def _to_k(value: Any) -> int | float:
-    """Param converter of ``k``: an int ≥ 1 or a float fraction in (0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"k must be an int or a float, got {value!r}")
-    from ._core import check_k
-
-    return check_k(value)
-
-
-try:
-    from pyspark import keyword_only
-    from pyspark.ml import Estimator, Model, Transformer
-    from pyspark.ml.param import Param, Params, TypeConverters
-    from pyspark.ml.param.shared import HasInputCol, HasOutputCol
-    from pyspark.ml.util import (
-        DefaultParamsReadable,
-        DefaultParamsReader,
-        DefaultParamsWritable,
-        DefaultParamsWriter,
-        MLReadable,
-        MLReader,
-        MLWritable,
-        MLWriter,
-    )
-
-    _HAVE_PYSPARK = True
-except ImportError:  # pragma: no cover - pyspark is an optional dependency
-    _HAVE_PYSPARK = False
-
-
-if _HAVE_PYSPARK:
-
-    class ImageEmbedder(
-        Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable
-    ):
-        """Transformer adding MobileNetV2 features (see :func:`featurize`).
-
-        Params: ``inputCol`` (binary image bytes, default ``content``), ``outputCol``
-        (default ``features``), ``errorCol`` (default ``error``), ``modelPath``,
-        ``batchSize`` (default 8), ``threads`` (0 = the task's CPUs) and
-        ``dropInputCol`` (default True).
-        """
-
-        errorCol: Param[str] = Param(
-            Params._dummy(),
-            "errorCol",
-            "output column of per-image errors",
-            typeConverter=TypeConverters.toString,
-        )
-        modelPath: Param[str] = Param(
-            Params._dummy(),
-            "modelPath",
-            "path or URI of the ONNX model",
-            typeConverter=TypeConverters.toString,
-        )
-        batchSize: Param[int] = Param(
-            Params._dummy(),
-            "batchSize",
-            "images per inference run",
-            typeConverter=TypeConverters.toInt,
-        )
-        threads: Param[int] = Param(
-            Params._dummy(),
-            "threads",
-            "threads per task (0: the task's CPUs)",
-            typeConverter=TypeConverters.toInt,
-        )
-        dropInputCol: Param[bool] = Param(
-            Params._dummy(),
-            "dropInputCol",
-            "drop the image bytes column from the output",
-            typeConverter=TypeConverters.toBoolean,
-        )
-
-        @keyword_only
-        def __init__(
-            self,
-            *,
-            inputCol: str = "content",
-            outputCol: str = "features",
-            errorCol: str = "error",
-            modelPath: str | None = None,
-            batchSize: int = DEFAULT_BATCH_SIZE,
-            threads: int = 0,
-            dropInputCol: bool = True,
-        ) -> None:
-            super().__init__()
-            self._setDefault(
-                inputCol="content",
-                outputCol="features",
-                errorCol="error",
-                batchSize=DEFAULT_BATCH_SIZE,
-                threads=0,
-                dropInputCol=True,
-            )
-            self.setParams(**self._input_kwargs)
-
-        @keyword_only
-        def setParams(
-            self,
-            *,
-            inputCol: str = "content",
-            outputCol: str = "features",
-            errorCol: str = "error",
-            modelPath: str | None = None,
-            batchSize: int = DEFAULT_BATCH_SIZE,
-            threads: int = 0,
-            dropInputCol: bool = True,
-        ) -> ImageEmbedder:
-            return self._set(**self._input_kwargs)
-
-        def setInputCol(self, value: str) -> ImageEmbedder:
-            return self._set(inputCol=value)
-
-        def setOutputCol(self, value: str) -> ImageEmbedder:
-            return self._set(outputCol=value)
-
-        def setErrorCol(self, value: str) -> ImageEmbedder:
-            return self._set(errorCol=value)
-
-        def setModelPath(self, value: str) -> ImageEmbedder:
-            return self._set(modelPath=value)
-
-        def setBatchSize(self, value: int) -> ImageEmbedder:
-            return self._set(batchSize=value)
-
-        def setThreads(self, value: int) -> ImageEmbedder:
-            return self._set(threads=value)
-
-        def getErrorCol(self) -> str:
-            return self.getOrDefault(self.errorCol)
-
-        def getModelPath(self) -> str:
-            return self.getOrDefault(self.modelPath)
-
-        def getBatchSize(self) -> int:
-            return self.getOrDefault(self.batchSize)
-
-        def getThreads(self) -> int:
-            return self.getOrDefault(self.threads)
-
-        def _transform(self, dataset: DataFrame) -> DataFrame:
-            if not self.isDefined(self.modelPath):
-                raise ModelError("ImageEmbedder: set modelPath to an ONNX model file")
-            return featurize(
-                dataset,
-                model=self.getModelPath(),
-                content_col=self.getInputCol(),
-                output_col=self.getOutputCol(),
-                error_col=self.getErrorCol(),
-                batch_size=self.getBatchSize(),
-                threads=self.getThreads() or None,
-                keep_content=not self.getOrDefault(self.dropInputCol),
-            )
-
-    class _PCAParams(HasInputCol, HasOutputCol):
-        k: Param[int | float] = Param(
-            Params._dummy(),
-            "k",
-            "number of components (int) or explained-variance fraction in (0, 1] (float)",
-            typeConverter=_to_k,
-        )
-
-        def getK(self) -> int | float:
-            return self.getOrDefault(self.k)
-
-    class PCA(Estimator, _PCAParams, DefaultParamsReadable, DefaultParamsWritable):
-        """Distributed centred PCA (native statistics; see :func:`fit_pca`).
-
-        Params: ``k`` (int components or explained-variance fraction; default 0.95),
-        ``inputCol`` (default ``features``), ``outputCol`` (default ``pca``).
-        Rows with a null input are skipped by the fit and get a null output.
-        """
-
-        @keyword_only
-        def __init__(
-            self,
-            *,
-            k: int | float = 0.95,
-            inputCol: str = "features",
-            outputCol: str = "pca",
-        ) -> None:
-            super().__init__()
-            self._setDefault(k=0.95, inputCol="features", outputCol="pca")
-            self.setParams(**self._input_kwargs)
-
-        @keyword_only
-        def setParams(
-            self,
-            *,
-            k: int | float = 0.95,
-            inputCol: str = "features",
-            outputCol: str = "pca",
-        ) -> PCA:
-            return self._set(**self._input_kwargs)
-
-        def setK(self, value: int | float) -> PCA:
-            return self._set(k=value)
-
-        def setInputCol(self, value: str) -> PCA:
-            return self._set(inputCol=value)
-
-        def setOutputCol(self, value: str) -> PCA:
-            return self._set(outputCol=value)
-
-        def _fit(self, dataset: DataFrame) -> PCAModel:
-            fitted = fit_pca(dataset, k=self.getK(), input_col=self.getInputCol())
-            model = PCAModel(fitted.to_json())
-            self._copyValues(model)
-            return model
-
-    class _PCAModelWriter(MLWriter):
-        def __init__(self, instance: PCAModel) -> None:
-            super().__init__()
-            self.instance = instance
-
-        def saveImpl(self, path: str) -> None:
-            DefaultParamsWriter.saveMetadata(
-                self.instance, path, self.sc, extraMetadata={"pca": self.instance.pcaJson}
-            )
-
-    class _PCAModelReader(MLReader):
-        def __init__(self, cls: type) -> None:
-            super().__init__()
-            self.cls = cls
-
-        def load(self, path: str) -> PCAModel:
-            metadata = DefaultParamsReader.loadMetadata(path, self.sc)
-            if "pca" not in metadata:
-                raise PCAError(f"{path}: no fitted PCA in the saved metadata")
-            model = self.cls(metadata["pca"])
-            DefaultParamsReader.getAndSetParams(model, metadata)
-            return model
-
-    class PCAModel(Model, _PCAParams, MLReadable, MLWritable):
-        """A fitted :class:`PCA`: adds ``outputCol`` (``array<float>``, k).
-
-        ``pca`` is the fitted :class:`fruitlens.PCA` (``pcaJson`` its JSON). Saved
-        with the stage's params; the PCA JSON goes into the metadata file.
-        """
-
-        def __init__(self, pcaJson: str | None = None) -> None:
-            super().__init__()
-            self._setDefault(k=0.95, inputCol="features", outputCol="pca")
-            self.pcaJson = pcaJson
-            self._pca: fruitlens.PCA | None = None
-
-        @property
-        def pca(self) -> fruitlens.PCA:
-            if self._pca is None:
-                if not self.pcaJson:
-                    raise PCAError("this PCAModel holds no fitted PCA")
-                from ._core import PCA as _PCA
-
-                self._pca = _PCA.from_json(self.pcaJson)
-            return self._pca
-
-        @property
-        def explainedVariance(self) -> list[float]:
-            return [float(v) for v in self.pca.explained_variance_ratio_]
-
-        def setInputCol(self, value: str) -> PCAModel:
-            return self._set(inputCol=value)
-
-        def setOutputCol(self, value: str) -> PCAModel:
-            return self._set(outputCol=value)
-
-        def copy(self, extra: dict[Any, Any] | None = None) -> PCAModel:
-            that = super().copy(extra)
-            that.pcaJson = self.pcaJson
-            that._pca = self._pca
-            return that
-
-        def _transform(self, dataset: DataFrame) -> DataFrame:
-            if not self.pcaJson:
-                raise PCAError("this PCAModel holds no fitted PCA")
-            return transform_pca(
-                dataset, self.pcaJson, input_col=self.getInputCol(), output_col=self.getOutputCol()
-            )
-
-        def write(self) -> MLWriter:
-            return _PCAModelWriter(self)
-
-        @classmethod
-        def read(cls) -> MLReader:
-            return _PCAModelReader(cls)
-
-        def __repr__(self) -> str:
-            k = self.pca.k if self.pcaJson else "?"
-            return f"PCAModel(k={k}, inputCol={self.getInputCol()!r})"
 
 
 # --------------------------------------------------------------------------------------
@@ -1075,3 +891,19 @@ def write_parquet_arrow(df: DataFrame, uri: str, *, overwrite: bool = False) -> 
     return fl_io.write_parquet_atomic(
         collect_arrow_batches(df), uri, schema=schema, overwrite=overwrite
     )
+
+
+_ML_STAGES = ("ImageEmbedder", "PCA", "PCAModel")
+
+
+def __getattr__(name: str) -> Any:
+    """The ``pyspark.ml`` stages live in :mod:`fruitlens.ml`, imported on first use.
+
+    ``pyspark.ml`` pulls in pandas and scipy (~0.5 s); Python workers that only run
+    :func:`featurize` never pay for it.
+    """
+    if name in _ML_STAGES:
+        from . import ml
+
+        return getattr(ml, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
