@@ -610,6 +610,9 @@ def _run_with_session(
                 fs.write_parquet_arrow(out, args.output, overwrite=args.overwrite)  # atomic
             else:
                 writer = out.write.mode("overwrite" if args.overwrite else "errorifexists")
+                for column in ("features", "pca"):  # floats: a dictionary never pays off
+                    key = f"parquet.enable.dictionary#{column}.list.element"
+                    writer = writer.option(key, "false")
                 writer.parquet(args.output)
             _write_text(spark, _join(args.output, "_pca", "pca.json"), pca.to_json(), args.io)
             stages["transform_write"] = time.perf_counter() - t0

@@ -495,8 +495,15 @@ def write_parquet_atomic(
         def open_writer(sch: pa.Schema) -> pq.ParquetWriter:
             name = f"part-{len(staged):05d}-{job}.parquet"
             staged.append(name)
+            # dictionary-encode the short string columns only, not float lists
+            lists = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
+            dictionary = [f.name for f in sch if not any(is_(f.type) for is_ in lists)]
             return pq.ParquetWriter(
-                posixpath.join(staging, name), sch, filesystem=fs, compression=compression
+                posixpath.join(staging, name),
+                sch,
+                filesystem=fs,
+                compression=compression,
+                use_dictionary=dictionary,
             )
 
         file_schema: pa.Schema | None = None
