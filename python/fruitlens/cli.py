@@ -399,6 +399,19 @@ def _arrow_io(spark: Any, uri: str, io: str) -> bool:
     return not _is_local(uri) and use_arrow_io(spark, uri, io)
 
 
+def _fetch_in_tasks(spark: Any, uri: str, io: str) -> bool:
+    """True when the input is listed on the driver and read by the featurize tasks
+    (local folders, object stores through fruitlens.io); False for Spark's
+    binaryFile (Hadoop filesystems, globs, ``--io spark``)."""
+    if io == "spark":
+        return False
+    if io == "arrow":
+        return True
+    if _is_local(uri):
+        return not any(c in uri for c in "*?[{")
+    return _arrow_io(spark, uri, io)
+
+
 def _exists(spark: Any, uri: str, io: str = "auto") -> bool:
     if _is_local(uri):
         return os.path.exists(_local(uri))
@@ -533,29 +546,30 @@ def _run_with_session(
         t0 = time.perf_counter()
         parallelism = max(1, int(sc.defaultParallelism))
         partitions = args.partitions or TASKS_PER_CORE * parallelism
-        # binaryFile's defaults make a partition per ~32 small files (per-task overhead
-        # then dominates) or one for a small folder (one core idle). Embedding costs
-        # per image, so a few tasks per core with equal image counts balance the cores
-        # with no idle tail. Spark's file splitting gets there without a shuffle (see
-        # _file_splits); other sources (--io arrow) are repartitioned round-robin.
+        # Embedding costs per image, so a few tasks per core with equal image counts
+        # balance the cores with no idle tail.
         split_conf = _SqlConf(spark, _file_splits(partitions))
         split_conf.__enter__()
-        images = fs.read_images(spark, args.input, io=args.io)
-        if fs.READ_ERROR_COL in images.columns:
-            images = images.repartition(partitions)
+        if _fetch_in_tasks(spark, args.input, args.io):
+            # Listed on the driver; each task reads its files right before decoding
+            # them, so the bytes never pass through the JVM.
+            images = fs.list_images(spark, args.input, partitions=partitions)
+            source: dict[str, Any] = {"fetch_from": "path"}
+        else:
+            # Spark's binaryFile (Hadoop filesystems, globs, --io spark): its default
+            # splits make a partition per ~32 small files or one for a small folder;
+            # _file_splits gets equal ones without a shuffle.
+            images = fs.read_images(spark, args.input, io="spark")
+            source = {}
         collected = fs.FeatureStats(spark)  # PCA statistics, gathered while embedding
         features = fs.featurize(
-            images.select(
-                "path",
-                "label",
-                "content",
-                *[c for c in images.columns if c == fs.READ_ERROR_COL],  # --io arrow fetch
-            ),
+            images.select("path", "label", *([] if source else ["content"])),
             model=model,
             size=size,
             batch_size=args.batch_size,
             threads=args.threads,
             stats=collected,
+            **source,
         ).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             row = features.agg(

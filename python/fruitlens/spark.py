@@ -46,6 +46,7 @@ __all__ = [
     "collect_arrow_batches",
     "featurize",
     "fit_pca",
+    "list_images",
     "read_images",
     "read_images_arrow",
     "transform_pca",
@@ -364,6 +365,22 @@ def _fault_point(stage: str, batch_index: int) -> None:
     os._exit(17)
 
 
+def _fetch_content(batch: pa.RecordBatch, path_col: str) -> tuple[pa.Array, pa.Array]:
+    """Read the files/objects named in ``path_col``: (content, read errors)."""
+    from . import io as fl_io
+
+    paths = pa.RecordBatch.from_arrays(
+        [batch.column(_field_index(batch.schema, path_col))], names=["path"]
+    )
+    contents, errors = [], []
+    for fetched in fl_io.fetch_batches([paths], "path", content_col="c", error_col="e"):
+        contents.append(fetched.column(1))
+        errors.append(fetched.column(2))
+    if len(contents) == 1:
+        return contents[0], errors[0]
+    return pa.chunked_array(contents).combine_chunks(), pa.chunked_array(errors).combine_chunks()
+
+
 def _embed_batches(
     batches: Iterable[pa.RecordBatch],
     *,
@@ -375,6 +392,7 @@ def _embed_batches(
     output_col: str,
     error_col: str,
     stats_acc: Any = None,
+    fetch_from: str | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """The ``mapInArrow`` body of :func:`featurize` (runs on executors)."""
     embedder = _get_embedder(ref, _task_threads(threads), batch_size)
@@ -386,7 +404,11 @@ def _embed_batches(
         for batch in _slices(big, chunk_rows):
             _fault_point("featurize", index)
             index += 1
-            content = batch.column(_field_index(batch.schema, content_col))
+            read_errors = None
+            if fetch_from is not None:  # read the files here, next to the decoder
+                content, read_errors = _fetch_content(batch, fetch_from)
+            else:
+                content = batch.column(_field_index(batch.schema, content_col))
             out = embedder.embed(content)
             features = out.column(0)
             if stats_acc is not None and len(features) > features.null_count:
@@ -395,8 +417,13 @@ def _embed_batches(
 
                     stats = PCAStats(features.type.list_size)
                 stats.update(features)
+            errors = out.column(1)
+            if read_errors is not None and read_errors.null_count < len(read_errors):
+                import pyarrow.compute as pc
+
+                errors = pc.coalesce(read_errors, errors)
             arrays = [batch.column(_field_index(batch.schema, name)) for name in keep]
-            arrays += [_as_float_list(features), out.column(1)]
+            arrays += [_as_float_list(features), errors]
             yield pa.RecordBatch.from_arrays(arrays, names=[*keep, output_col, error_col])
     if stats_acc is not None:  # the whole partition went through: report it once
         from pyspark import TaskContext
@@ -419,6 +446,7 @@ def featurize(
     keep_content: bool = False,
     ship_model: bool | None = None,
     stats: FeatureStats | None = None,
+    fetch_from: str | None = None,
 ) -> DataFrame:
     """Add MobileNetV2 features to a DataFrame of encoded images.
 
@@ -438,6 +466,11 @@ def featurize(
         stats: a :class:`FeatureStats` that gathers the PCA statistics of the
             features while they are computed, so that a PCA can be fitted without
             another pass over them (see :class:`FeatureStats`).
+        fetch_from: instead of ``content_col``, a column of file paths or URIs
+            (local, ``file:``, ``s3://``, ``gs://``) that the executors read
+            themselves, right before decoding (see :func:`list_images`). The bytes
+            then never pass through the JVM. An unreadable file gets
+            ``error = "unreadable: ..."``.
 
     Raises:
         ModelError: the model is missing, invalid, or its input size is not ``size``.
@@ -446,7 +479,10 @@ def featurize(
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if content_col not in df.columns:
+    if fetch_from is not None:
+        if fetch_from not in df.columns:
+            raise ValueError(f"featurize: no column {fetch_from!r} in {df.columns}")
+    elif content_col not in df.columns:
         raise ValueError(f"featurize: no column {content_col!r} in {df.columns}")
     model = os.fspath(model)
     local = _local_path(model)
@@ -462,10 +498,11 @@ def featurize(
     ref = _model_ref(spark, model, ship_model)
 
     drop = {output_col, error_col}
-    if not keep_content:
+    if not keep_content or fetch_from is not None:
         drop.add(content_col)
     keep = [f.name for f in df.schema.fields if f.name not in drop]
-    df_in = df.select(*keep, content_col) if content_col not in keep else df.select(*keep)
+    source = fetch_from if fetch_from is not None else content_col
+    df_in = df.select(*keep, source) if source not in keep else df.select(*keep)
     fields = [f for f in df.schema.fields if f.name in keep]
     schema = T.StructType(
         [
@@ -486,6 +523,7 @@ def featurize(
             output_col=output_col,
             error_col=error_col,
             stats_acc=stats_acc,
+            fetch_from=fetch_from,
         )
 
     stats_acc = stats._accumulator if stats is not None else None
@@ -788,6 +826,62 @@ def use_arrow_io(spark: SparkSession, uri: str, io: str = "auto") -> bool:
     return fl_io.is_arrow_uri(uri) and not spark_can_read(spark, uri)
 
 
+def list_images(
+    spark: SparkSession,
+    path: str | Sequence[str],
+    *,
+    extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    partitions: int | None = None,
+) -> DataFrame:
+    """List images on the driver (``fruitlens.io``) into a DataFrame, without their bytes.
+
+    Columns: ``path``, ``modificationTime``, ``length``, ``label`` (as
+    :func:`read_images`, minus ``content``), in ``partitions`` partitions of equal
+    row counts (default: about 512 rows each, at least one per core). Feed it to
+    :func:`featurize` with ``fetch_from="path"`` and the executors read each file
+    right before decoding it. Local folders give ``file:`` paths, like Spark's
+    ``binaryFile``. Zero-byte files are listed (they become ``empty`` errors).
+
+    Raises:
+        FruitlensError: a path does not exist or cannot be listed.
+    """
+    from pyspark.sql import types as T
+
+    from . import io as fl_io
+
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise FruitlensError("read_images: no input path given")
+    exts = ["." + e.lstrip(".") for e in extensions]
+    refs: list[Any] = []
+    for p in paths:
+        if any(c in p for c in "*?[{"):
+            raise FruitlensError(f"glob patterns are not supported with --io arrow: {p}")
+        local = _local_path(p) is not None and not p.startswith("file:")
+        try:
+            found = fl_io.list_images(p, exts)
+        except FileNotFoundError as exc:
+            raise FruitlensError(f"input path does not exist: {p}") from exc
+        except OSError as exc:
+            raise FruitlensError(f"cannot list input {p}: {exc}") from exc
+        if local:  # the same path strings as binaryFile
+            found = [r._replace(path="file:" + r.path) for r in found]
+        refs.extend(found)
+    rows = [(r.path, r.modified, r.size, r.label) for r in refs]
+    wanted = max(spark.sparkContext.defaultParallelism, -(-len(rows) // ARROW_ROWS_PER_PARTITION))
+    n_parts = partitions or max(1, min(len(rows), wanted))
+    listing = T.StructType(
+        [
+            T.StructField("path", T.StringType(), False),
+            T.StructField("modificationTime", T.TimestampType(), True),
+            T.StructField("length", T.LongType(), True),
+            T.StructField("label", T.StringType(), True),
+        ]
+    )
+    return spark.createDataFrame(spark.sparkContext.parallelize(rows, n_parts), listing)
+
+
 def read_images_arrow(
     spark: SparkSession,
     path: str | Sequence[str],
@@ -806,38 +900,10 @@ def read_images_arrow(
     """
     from pyspark.sql import types as T
 
-    from . import io as fl_io
-
-    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-    paths = [os.fspath(p) for p in paths]
-    if not paths:
-        raise FruitlensError("read_images: no input path given")
-    exts = ["." + e.lstrip(".") for e in extensions]
-    refs: list[Any] = []
-    for p in paths:
-        if any(c in p for c in "*?[{"):
-            raise FruitlensError(f"glob patterns are not supported with --io arrow: {p}")
-        try:
-            refs.extend(fl_io.list_images(p, exts))
-        except FileNotFoundError as exc:
-            raise FruitlensError(f"input path does not exist: {p}") from exc
-        except OSError as exc:
-            raise FruitlensError(f"cannot list input {p}: {exc}") from exc
-    rows = [(r.path, r.modified, r.size, r.label) for r in refs]
-    wanted = max(spark.sparkContext.defaultParallelism, -(-len(rows) // ARROW_ROWS_PER_PARTITION))
-    n_parts = partitions or max(1, min(len(rows), wanted))
-    listing = T.StructType(
-        [
-            T.StructField("path", T.StringType(), False),
-            T.StructField("modificationTime", T.TimestampType(), True),
-            T.StructField("length", T.LongType(), True),
-            T.StructField("label", T.StringType(), True),
-        ]
-    )
-    df = spark.createDataFrame(spark.sparkContext.parallelize(rows, n_parts), listing)
+    df = list_images(spark, path, extensions=extensions, partitions=partitions)
     schema = T.StructType(
         [
-            *listing.fields,
+            *df.schema.fields,
             T.StructField("content", T.BinaryType(), True),
             T.StructField(READ_ERROR_COL, T.StringType(), True),
         ]
