@@ -9,7 +9,7 @@
 //! thread pool again there (leaking, never touching, the parent's).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
@@ -18,6 +18,7 @@ use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use crate::decode::{decode_batch, DecodeOptions};
 use crate::error::{DecodeFailure, Error, Result};
+use crate::process::PerProcess;
 
 /// Environment variable naming the ONNX Runtime shared library to load.
 pub const ORT_LIB_ENV: &str = "FRUITLENS_ORT_LIB";
@@ -170,7 +171,6 @@ fn inspect(session: &Session, path: &Path) -> Result<ModelInfo> {
 
 /// Per-process native state: an ONNX Runtime session and a rayon pool for decoding.
 struct ProcessState {
-    pid: u32,
     session: Session,
     pool: Arc<rayon::ThreadPool>,
 }
@@ -183,7 +183,7 @@ pub struct Embedder {
     model_path: PathBuf,
     threads: usize,
     info: ModelInfo,
-    state: Mutex<Option<ProcessState>>,
+    state: PerProcess<ProcessState>,
 }
 
 impl Embedder {
@@ -210,7 +210,7 @@ impl Embedder {
             model_path,
             threads,
             info,
-            state: Mutex::new(Some(state)),
+            state: PerProcess::with_value(state),
         })
     }
 
@@ -239,7 +239,6 @@ impl Embedder {
                 Error::InvalidArgument(format!("could not start {threads} decode threads: {e}"))
             })?;
         Ok(ProcessState {
-            pid: std::process::id(),
             session,
             pool: Arc::new(pool),
         })
@@ -259,20 +258,11 @@ impl Embedder {
 
     /// Run `f` with this process' state, rebuilding it after a fork.
     fn with_state<T>(&self, f: impl FnOnce(&mut ProcessState) -> Result<T>) -> Result<T> {
-        let mut guard = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let pid = std::process::id();
-        if guard.as_ref().is_none_or(|s| s.pid != pid) {
-            if let Some(stale) = guard.take() {
-                // Inherited across fork: its threads do not exist here, so dropping it
-                // could block forever. Leak it instead.
-                std::mem::forget(stale);
-            }
-            *guard = Some(Self::build_state(&self.model_path, self.threads)?);
-        }
-        f(guard.as_mut().expect("state was just set"))
+        self.state.with(
+            || Self::build_state(&self.model_path, self.threads),
+            |_| true,
+            f,
+        )
     }
 
     fn run_session(

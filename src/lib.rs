@@ -10,6 +10,7 @@ pub mod embed;
 pub mod error;
 pub mod jpeg;
 pub mod pca;
+pub mod process;
 pub mod resize;
 
 #[cfg(feature = "python")]

@@ -107,6 +107,43 @@ def test_featurize_equals_embedder(feature_rows, onnx_224: Path) -> None:
             assert r["error"] == direct.column(1)[i].as_py()
 
 
+def test_list_images_and_fetch_in_tasks(
+    spark, fruit_images: Path, onnx_224: Path, feature_rows
+) -> None:
+    listing = fs.list_images(spark, str(fruit_images), partitions=3)
+    assert listing.rdd.getNumPartitions() == 3
+    assert listing.columns == ["path", "modificationTime", "length", "label"]
+    rows = listing.collect()
+    assert len(rows) == N_ROWS  # zero-byte files included
+    assert all(r["path"].startswith("file:/") for r in rows)  # as binaryFile names them
+    assert {r["path"] for r in rows} == {r["path"] for r in feature_rows}
+    for r in rows:
+        assert r["label"] == Path(_local(r["path"])).parent.name
+
+    # a file that disappears after listing: its own error, nothing else changes
+    gone = ("file:" + str(fruit_images / "apple" / "vanished.jpg"), None, 1234, "apple")
+    extra = spark.createDataFrame([gone], listing.schema)
+    fetched = fs.featurize(listing.unionByName(extra), model=str(onnx_224), fetch_from="path")
+    assert "content" not in fetched.columns and "length" in fetched.columns
+    got = {r["path"]: r for r in fetched.collect()}
+    assert len(got) == N_ROWS + 1
+    missing = got[gone[0]]
+    assert missing["features"] is None
+    assert missing["error"].startswith("unreadable: ") and "vanished.jpg" in missing["error"]
+    for want in feature_rows:  # the same as reading the bytes with binaryFile
+        r = got[want["path"]]
+        assert r["error"] == want["error"]
+        if want["features"] is None:
+            assert r["features"] is None
+        else:
+            np.testing.assert_array_equal(np.array(r["features"]), np.array(want["features"]))
+
+
+def test_featurize_fetch_from_needs_the_column(images, onnx_224: Path) -> None:
+    with pytest.raises(ValueError, match="no column 'uri'"):
+        fs.featurize(images, model=str(onnx_224), fetch_from="uri")
+
+
 def test_featurize_ships_model_with_addfile(images, onnx_224: Path, feature_rows) -> None:
     shipped = fs.featurize(
         images.where(images.label == "lemon"), model=str(onnx_224), ship_model=True

@@ -648,6 +648,11 @@ def _stats_batches(
         yield pa.RecordBatch.from_arrays([pa.array([stats.to_bytes()], pa.binary())], ["stats"])
 
 
+#: Up to this many partial PCA statistics (dim² / 2 float64 each) are merged on the
+#: driver; more are merged by a tree reduction on the executors first.
+DRIVER_MERGE_PARTITIONS = 8
+
+
 def _merge_bytes(a: bytes, b: bytes) -> bytes:
     from ._core import PCAStats
 
@@ -680,19 +685,27 @@ def pca_statistics(
         return _stats_batches(batches, input_col=input_col, dim=dim)
 
     schema = T.StructType([T.StructField("stats", T.BinaryType(), False)])
-    partials = source.mapInArrow(run, schema).rdd.map(lambda row: bytes(row[0]))
-    if partials.getNumPartitions() == 0:
-        raise PCAError("cannot fit PCA on an empty DataFrame")
+    per_partition = source.mapInArrow(run, schema)
+    no_rows = PCAError(
+        f"cannot fit PCA: column {input_col!r} has no non-null rows "
+        "(did every image fail? look at the error column)"
+    )
+    if min(n_parts, target) <= DRIVER_MERGE_PARTITIONS:
+        # a few partial results: straight to the driver, merged natively there
+        merged: PCAStats | None = None
+        for row in per_partition.collect():
+            part = PCAStats.from_bytes(bytes(row[0]))
+            merged = part if merged is None else merged.merge(part)
+        if merged is None:
+            raise no_rows
+        return merged
+    partials = per_partition.rdd.map(lambda row: bytes(row[0]))
     try:
-        merged = partials.treeReduce(_merge_bytes, depth=2)
+        return PCAStats.from_bytes(partials.treeReduce(_merge_bytes, depth=2))
     except ValueError as exc:  # "Cannot reduce empty RDD"
         if "empty" in str(exc).lower():
-            raise PCAError(
-                f"cannot fit PCA: column {input_col!r} has no non-null rows "
-                "(did every image fail? look at the error column)"
-            ) from exc
+            raise no_rows from exc
         raise
-    return PCAStats.from_bytes(merged)
 
 
 def fit_pca(

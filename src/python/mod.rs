@@ -19,6 +19,7 @@ use crate::decode::{decode_batch, DecodeOptions, DEFAULT_MAX_BYTES, DEFAULT_MAX_
 use crate::embed::{self, Embedder};
 use crate::error::{Error, Result};
 use crate::pca::{KSpec, PcaModel, PcaStats};
+use crate::process::PerProcess;
 
 /// Run native work with the GIL released (polars' `enter_polars`).
 fn compute<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T> + Send) -> PyResult<T> {
@@ -38,28 +39,20 @@ fn array_to_py(py: Python<'_>, array: arrow_array::ArrayRef) -> PyResult<Bound<'
 /// A process-wide rayon pool for the standalone `decode` function, built on first
 /// use (never at import: PySpark forks its workers) and rebuilt after a fork.
 fn decode_pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
-    use std::sync::Mutex;
-    static POOL: Mutex<Option<(u32, usize, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
-    let mut guard = POOL.lock().unwrap_or_else(|p| p.into_inner());
-    let pid = std::process::id();
-    match guard.as_ref() {
-        Some((p, t, pool)) if *p == pid && *t == threads => return Ok(Arc::clone(pool)),
-        Some((p, _, _)) if *p != pid => {
-            // Inherited across fork: leak, its threads are gone.
-            std::mem::forget(guard.take());
-        }
-        _ => {}
-    }
-    let pool = Arc::new(
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .map_err(|e| {
-                Error::InvalidArgument(format!("could not start {threads} threads: {e}"))
-            })?,
-    );
-    *guard = Some((pid, threads, Arc::clone(&pool)));
-    Ok(pool)
+    static POOL: PerProcess<(usize, Arc<rayon::ThreadPool>)> = PerProcess::new();
+    POOL.with(
+        || {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .map_err(|e| {
+                    Error::InvalidArgument(format!("could not start {threads} threads: {e}"))
+                })?;
+            Ok((threads, Arc::new(pool)))
+        },
+        |(built, _)| *built == threads,
+        |(_, pool)| Ok(Arc::clone(pool)),
+    )
 }
 
 /// decode(images, size, max_pixels, max_bytes, threads) -> pyarrow.RecordBatch
