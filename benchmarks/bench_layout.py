@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     ap.add_argument("--limit", type=int, default=1024, help="images for the embed part")
     ap.add_argument("--cores", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--skip-spark", action="store_true")
     args = ap.parse_args(argv)
     model = _model(224)

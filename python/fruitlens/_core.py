@@ -23,6 +23,7 @@ from ._runtime import find_onnxruntime_library
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "DEFAULT_BATCH_SIZE",
     "DEFAULT_MAX_PIXELS",
     "PCA",
     "Embedder",
@@ -32,6 +33,8 @@ __all__ = [
 ]
 
 DEFAULT_MAX_PIXELS: int = _native.DEFAULT_MAX_PIXELS
+#: Images per ONNX Runtime run (small batches keep activations in cache).
+DEFAULT_BATCH_SIZE: int = _native.DEFAULT_BATCH_SIZE
 DEFAULT_MAX_BYTES: int = _native.DEFAULT_MAX_BYTES
 
 ImagesLike = Union[pa.Array, pa.ChunkedArray, Sequence[Union[bytes, bytearray, memoryview, None]]]
@@ -115,7 +118,7 @@ class Embedder:
         model_path: PathLike,
         *,
         threads: int | None = None,
-        batch_size: int = 8,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:

@@ -9,6 +9,7 @@ import pyarrow as pa
 
 __version__: str
 DEFAULT_MAX_PIXELS: int
+DEFAULT_BATCH_SIZE: int
 DEFAULT_MAX_BYTES: int
 
 _Path = Union[str, PathLike[str]]
@@ -43,9 +44,9 @@ class Embedder:
         images: _ArrowArray,
         max_pixels: int = ...,
         max_bytes: int = ...,
-        batch_size: int = 8,
+        batch_size: int = 4,
     ) -> pa.RecordBatch: ...
-    def embed_tensors(self, x: _ArrowArray, batch_size: int = 8) -> pa.FloatArray: ...
+    def embed_tensors(self, x: _ArrowArray, batch_size: int = 4) -> pa.FloatArray: ...
 
 class PcaStats:
     def __init__(self, dim: int) -> None: ...

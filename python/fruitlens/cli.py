@@ -26,6 +26,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Callable
 
+from ._core import DEFAULT_BATCH_SIZE
 from ._errors import FruitlensError, PCAError
 
 __all__ = ["CLIError", "add_run_arguments", "build_parser", "main", "run_pipeline"]
@@ -108,7 +109,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         "--partitions", type=_positive_int, help="repartition the images into N partitions"
     )
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=8, help="images per inference run"
+        "--batch-size",
+        type=_positive_int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"images per inference run (default {DEFAULT_BATCH_SIZE})",
     )
     parser.add_argument(
         "--threads", type=_positive_int, help="threads per task (default: the task's CPUs)"

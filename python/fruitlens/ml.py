@@ -56,7 +56,7 @@ class ImageEmbedder(
 
     Params: ``inputCol`` (binary image bytes, default ``content``), ``outputCol``
     (default ``features``), ``errorCol`` (default ``error``), ``modelPath``,
-    ``batchSize`` (default 8), ``threads`` (0 = the task's CPUs) and
+    ``batchSize`` (default 4), ``threads`` (0 = the task's CPUs) and
     ``dropInputCol`` (default True).
     """
 

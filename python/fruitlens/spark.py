@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import pyarrow as pa
 
+from ._core import DEFAULT_BATCH_SIZE as _DEFAULT_BATCH_SIZE
 from ._errors import FruitlensError, ModelError, PCAError
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ __all__ = [
 #: File extensions :func:`read_images` picks up (case-insensitive).
 DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 #: Images embedded per ONNX Runtime run.
-DEFAULT_BATCH_SIZE = 8
+DEFAULT_BATCH_SIZE = _DEFAULT_BATCH_SIZE
 #: Feature vector length of MobileNetV2.
 FEATURE_DIM = 1280
 

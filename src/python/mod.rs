@@ -16,7 +16,7 @@ use pyo3::types::PyBytes;
 use pyo3_arrow::{PyArray, PyRecordBatch};
 
 use crate::decode::{decode_batch, DecodeOptions, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS};
-use crate::embed::{self, Embedder};
+use crate::embed::{self, Embedder, DEFAULT_BATCH_SIZE};
 use crate::error::{Error, Result};
 use crate::pca::{KSpec, PcaModel, PcaStats};
 use crate::process::PerProcess;
@@ -137,7 +137,7 @@ impl PyEmbedder {
     }
 
     /// embed(images, max_pixels, max_bytes, batch_size) -> RecordBatch(features, error)
-    #[pyo3(signature = (images, max_pixels=DEFAULT_MAX_PIXELS, max_bytes=DEFAULT_MAX_BYTES, batch_size=8))]
+    #[pyo3(signature = (images, max_pixels=DEFAULT_MAX_PIXELS, max_bytes=DEFAULT_MAX_BYTES, batch_size=DEFAULT_BATCH_SIZE))]
     fn embed<'py>(
         &self,
         py: Python<'py>,
@@ -159,7 +159,7 @@ impl PyEmbedder {
     }
 
     /// embed_tensors(x: float32 array of n·S·S·3 values, batch_size) -> float32 array of n·D values
-    #[pyo3(signature = (x, batch_size=8))]
+    #[pyo3(signature = (x, batch_size=DEFAULT_BATCH_SIZE))]
     fn embed_tensors<'py>(
         &self,
         py: Python<'py>,
@@ -345,6 +345,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyPcaModel>()?;
     m.add("DEFAULT_MAX_PIXELS", DEFAULT_MAX_PIXELS)?;
     m.add("DEFAULT_MAX_BYTES", DEFAULT_MAX_BYTES)?;
+    m.add("DEFAULT_BATCH_SIZE", DEFAULT_BATCH_SIZE)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
