@@ -55,6 +55,42 @@ from fruitlens import spark as fs  # noqa: E402
 
 DEFAULT_IMAGES = REPO.parent / "shared" / "data" / "fruits360-sample"
 
+# ---------------------------------------------------------------------------- CPU time
+
+
+def cpu_snapshot() -> dict[str, float]:
+    """CPU seconds so far (user + system, with reaped children) of this driver, the JVM
+    and the PySpark Python workers, from /proc; empty where /proc is missing."""
+    out = {"driver": 0.0, "jvm": 0.0, "python_workers": 0.0}
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+        tick = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        name = stat.split("(", 1)[1].rsplit(")", 1)[0]
+        fields = stat.rsplit(")", 1)[1].split()
+        seconds = sum(int(v) for v in fields[11:15]) / tick
+        if pid == os.getpid():
+            out["driver"] += seconds
+        elif name == "java":
+            out["jvm"] += seconds
+        elif b"pyspark.daemon" in cmdline or b"pyspark.worker" in cmdline:
+            out["python_workers"] += seconds
+    return out
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: round(after[k] - before.get(k, 0.0), 2) for k in after}
+
+
 # ---------------------------------------------------------------------------- baseline
 
 
@@ -128,6 +164,7 @@ def run_baseline(
 
     stages: dict[str, float] = {}
     extra: dict[str, float] = {}
+    cpu0 = cpu_snapshot()
     t_all = time.perf_counter()
     t0 = t_all
     split = cli._SqlConf(spark, cli._file_splits(cli.TASKS_PER_CORE * _parallelism(spark)))
@@ -154,11 +191,13 @@ def run_baseline(
 
     # fruitlens' standalone distributed fit (a separate pass) on these same persisted
     # features, for the stage comparison; not part of the baseline's time
+    cpu1 = cpu_snapshot()
     t1 = time.perf_counter()
     same = fs.fit_pca(feats, k=args.k)
     extra["fruitlens_fit_pca_same_features"] = time.perf_counter() - t1
     extra["fruitlens_fit_pca_same_features_k"] = same.k
     t_all += time.perf_counter() - t1
+    cpu2 = cpu_snapshot()
 
     t0 = time.perf_counter()
     projected = (
@@ -175,8 +214,11 @@ def run_baseline(
     stages["transform_write"] = time.perf_counter() - t0
     feats.unpersist()
     total = time.perf_counter() - t_all
+    cpu = cpu_delta(cpu0, cpu_snapshot())
+    cpu = {k: round(v - (cpu2[k] - cpu1[k]), 2) for k, v in cpu.items()} if cpu2 else cpu
     return {
         "pipeline": "baseline",
+        "cpu_s": cpu,
         "images": n,
         "errors": n_err,
         "k": k,
@@ -211,9 +253,11 @@ def run_fruitlens(args: argparse.Namespace, model: str, out: str, src: str) -> d
             "--no-progress",
         ]
     )
+    cpu0 = cpu_snapshot()
     summary = cli.run_pipeline(run_args)
     return {
         "pipeline": "fruitlens",
+        "cpu_s": cpu_delta(cpu0, cpu_snapshot()),
         "images": summary["images"],
         "errors": summary["errors"],
         "k": summary["k"],
@@ -306,6 +350,15 @@ def _table(results: list[dict[str, Any]]) -> str:
                 for s in ("featurize", "pca_fit", "transform_write")
             )
         )
+        for r in results:
+            if r.get("cpu_s"):
+                c = r["cpu_s"]
+                busy = sum(c.values()) / r["seconds_pipeline"]
+                lines.append(
+                    f"CPU s {r['pipeline']:<9}: Python workers {c['python_workers']:.1f}, "
+                    f"JVM {c['jvm']:.1f}, driver {c['driver']:.1f} (on average "
+                    f"{busy:.2f} cores busy)"
+                )
         ex = b["extra"]
         same = ex["fruitlens_fit_pca_same_features"]
         lines.append(

@@ -356,13 +356,21 @@ impl Embedder {
                 let errs = pool.install(|| decode_batch(chunk, &opts, &mut buf));
                 (buf, errs)
             };
+            // With one inference thread, the next chunk is decoded on another thread
+            // while this one runs. With several, ONNX Runtime's threads synchronise
+            // after every operator and a decode thread preempting one of them stalls
+            // all: then decode (on all threads) and inference take turns.
+            let overlap =
+                std::env::var_os("FRUITLENS_OVERLAP").map_or(self.threads == 1, |v| v == "1");
             let mut chunks = inputs.chunks(batch).enumerate().peekable();
             let mut pending = chunks.peek().map(|(_, c)| decode_chunk(c));
             while let Some((i, _)) = chunks.next() {
                 let (buf, errs) = pending.take().expect("decoded chunk is ready");
                 let next = chunks.peek().map(|(_, c)| *c);
                 let (result, decoded_next) = std::thread::scope(|scope| {
-                    let handle = next.map(|c| scope.spawn(|| decode_chunk(c)));
+                    let handle = next
+                        .filter(|_| overlap)
+                        .map(|c| scope.spawn(|| decode_chunk(c)));
                     let result = self.embed_decoded(
                         state,
                         &buf,
@@ -371,10 +379,11 @@ impl Embedder {
                         per,
                         d,
                     );
-                    (
-                        result,
-                        handle.map(|h| h.join().expect("decode thread panicked")),
-                    )
+                    let decoded = match handle {
+                        Some(h) => Some(h.join().expect("decode thread panicked")),
+                        None => next.map(|c| decode_chunk(c)),
+                    };
+                    (result, decoded)
                 });
                 result?;
                 errors.extend(errs);
