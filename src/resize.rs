@@ -170,12 +170,25 @@ fn transpose3(src: &[u8], w: usize, h: usize) -> Vec<u8> {
     out
 }
 
-/// Horizontal pass: columns become lines of a transposed image, resampled like
-/// rows, then transposed back. Every output byte is the same sum as Pillow's.
+/// Rows per strip of the horizontal pass: bounds its scratch memory (two transposed
+/// copies of a strip) whatever the image height.
+const STRIP_ROWS: usize = 32;
+
+/// Horizontal pass: the columns of a strip of rows become lines of its transposed
+/// copy, resampled like rows, then transposed back. Every output byte is the same
+/// sum as Pillow's.
 fn horizontal(src: &[u8], in_w: usize, rows: usize, out_w: usize, c: &Coeffs) -> Vec<u8> {
-    let t = transpose3(src, in_w, rows);
-    let resampled = resample_lines(&t, rows * 3, c, 0, out_w);
-    transpose3(&resampled, rows, out_w)
+    let mut out = vec![0u8; out_w * rows * 3];
+    for (strip, dst) in src
+        .chunks(STRIP_ROWS * in_w * 3)
+        .zip(out.chunks_mut(STRIP_ROWS * out_w * 3))
+    {
+        let h = strip.len() / (in_w * 3);
+        let t = transpose3(strip, in_w, h);
+        let resampled = resample_lines(&t, h * 3, c, 0, out_w);
+        dst.copy_from_slice(&transpose3(&resampled, h, out_w));
+    }
+    out
 }
 
 fn vertical(src: &[u8], width: usize, out_h: usize, c: &Coeffs, first_row: usize) -> Vec<u8> {
