@@ -94,10 +94,16 @@ def _check_output(out: Path) -> dict:
 
 @pytest.mark.spark
 @pytest.mark.slow
-def test_run_in_process(spark, fruit_images: Path, onnx_224: Path, tmp_path: Path, capsys) -> None:
+def test_run_in_process(
+    spark, fruit_images: Path, onnx_224: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
     out = tmp_path / "out"
     argv = ["run", str(fruit_images), str(out), "--model", str(onnx_224), "--batch-size", "16"]
+    split_keys = list(cli._file_splits(8))
+    before = {k: spark.conf.get(k, None) for k in split_keys}
     assert cli.main(argv) == 0
+    # the file-split confs are set for the featurize pass only; the session gets its own back
+    assert {k: spark.conf.get(k, None) for k in split_keys} == before
     summary = _check_output(out)
     assert summary["explained_variance"] >= 0.95
     assert summary["size"] == 224
@@ -111,6 +117,20 @@ def test_run_in_process(spark, fruit_images: Path, onnx_224: Path, tmp_path: Pat
     assert "fruitlens: error: output path exists" in err and "--overwrite" in err
     assert cli.main([*argv, "--overwrite", "--k", "3", "--partitions", "3"]) == 0
     assert _check_output(out)["k"] == 3
+
+    # the split confs are restored also when the run fails while they are set
+    from fruitlens import spark as fs
+    from fruitlens._errors import ModelError
+
+    def broken(*args, **kwargs):
+        raise ModelError("injected failure")
+
+    monkeypatch.setattr(fs, "featurize", broken)
+    capsys.readouterr()
+    bad = ["run", str(fruit_images), str(tmp_path / "bad"), "--model", str(onnx_224)]
+    assert cli.main(bad) == 1
+    assert {k: spark.conf.get(k, None) for k in split_keys} == before
+    assert "injected failure" in capsys.readouterr().err
 
 
 @pytest.mark.spark

@@ -559,27 +559,31 @@ def _run_with_session(
         # balance the cores with no idle tail.
         split_conf = _SqlConf(spark, _file_splits(partitions))
         split_conf.__enter__()
-        if _fetch_in_tasks(spark, args.input, args.io):
-            # Listed on the driver; each task reads its files right before decoding
-            # them, so the bytes never pass through the JVM.
-            images = fs.list_images(spark, args.input, partitions=partitions)
-            source: dict[str, Any] = {"fetch_from": "path"}
-        else:
-            # Spark's binaryFile (Hadoop filesystems, globs, --io spark): its default
-            # splits make a partition per ~32 small files or one for a small folder;
-            # _file_splits gets equal ones without a shuffle.
-            images = fs.read_images(spark, args.input, io="spark")
-            source = {}
-        collected = fs.FeatureStats(spark)  # PCA statistics, gathered while embedding
-        features = fs.featurize(
-            images.select("path", "label", *([] if source else ["content"])),
-            model=model,
-            size=size,
-            batch_size=args.batch_size,
-            threads=args.threads,
-            stats=collected,
-            **source,
-        ).persist(StorageLevel.MEMORY_AND_DISK)
+        try:  # restored once the featurize pass has been planned and run (below)
+            if _fetch_in_tasks(spark, args.input, args.io):
+                # Listed on the driver; each task reads its files right before decoding
+                # them, so the bytes never pass through the JVM.
+                images = fs.list_images(spark, args.input, partitions=partitions)
+                source: dict[str, Any] = {"fetch_from": "path"}
+            else:
+                # Spark's binaryFile (Hadoop filesystems, globs, --io spark): its default
+                # splits make a partition per ~32 small files or one for a small folder;
+                # _file_splits gets equal ones without a shuffle.
+                images = fs.read_images(spark, args.input, io="spark")
+                source = {}
+            collected = fs.FeatureStats(spark)  # PCA statistics, gathered while embedding
+            features = fs.featurize(
+                images.select("path", "label", *([] if source else ["content"])),
+                model=model,
+                size=size,
+                batch_size=args.batch_size,
+                threads=args.threads,
+                stats=collected,
+                **source,
+            ).persist(StorageLevel.MEMORY_AND_DISK)
+        except BaseException:
+            split_conf.__exit__(None, None, None)
+            raise
         try:
             row = features.agg(
                 F.count(F.lit(1)).alias("n"),
