@@ -29,8 +29,9 @@ from pyspark.ml.util import (
     MLWriter,
 )
 
+from ._core import DEFAULT_BATCH_SIZE
 from ._errors import ModelError, PCAError
-from .spark import DEFAULT_BATCH_SIZE, featurize, fit_pca, transform_pca
+from .spark import featurize, fit_pca, transform_pca
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import pyarrow as pa
 
-from ._core import DEFAULT_BATCH_SIZE as _DEFAULT_BATCH_SIZE
+from ._core import DEFAULT_BATCH_SIZE
 from ._errors import FruitlensError, ModelError, PCAError
 
 if TYPE_CHECKING:
@@ -57,8 +57,6 @@ __all__ = [
 
 #: File extensions :func:`read_images` picks up (case-insensitive).
 DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
-#: Images embedded per ONNX Runtime run.
-DEFAULT_BATCH_SIZE = _DEFAULT_BATCH_SIZE
 #: Feature vector length of MobileNetV2.
 FEATURE_DIM = 1280
 
@@ -83,6 +81,14 @@ def _case_insensitive_glob(extensions: Sequence[str]) -> str:
             "".join(f"[{c.lower()}{c.upper()}]" if c.lower() != c.upper() else c for c in ext)
         )
     return "*.{" + ",".join(parts) + "}"
+
+
+def _input_paths(path: str | os.PathLike[str] | Sequence[str], caller: str) -> list[str]:
+    """One path or several, as a non-empty list of strings."""
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if not paths:
+        raise FruitlensError(f"{caller}: no input path given")
+    return [os.fspath(p) for p in paths]
 
 
 def _local_path(path: str) -> str | None:
@@ -173,10 +179,7 @@ def read_images(
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-    paths = [os.fspath(p) for p in paths]
-    if not paths:
-        raise FruitlensError("read_images: no input path given")
+    paths = _input_paths(path, "read_images")
     # fruitlens.io: object stores that this Spark cannot open (see use_arrow_io)
     if any(use_arrow_io(spark, p, io) for p in paths):
         return read_images_arrow(spark, paths, extensions=extensions)
@@ -560,6 +563,14 @@ class _StatsValue:
         self.stats = stats
         self.duplicate = duplicate
 
+    def native(self) -> fruitlens.PCAStats | None:
+        """The statistics as :class:`fruitlens.PCAStats` (decoded once, on first use)."""
+        if isinstance(self.stats, bytes):
+            from ._core import PCAStats
+
+            self.stats = PCAStats.from_bytes(self.stats)
+        return self.stats
+
     def __getstate__(self) -> tuple[set[int], bytes | None, bool]:
         stats = self.stats
         if stats is not None and not isinstance(stats, bytes):
@@ -580,13 +591,8 @@ class _StatsParam:
         return _StatsValue()
 
     def addInPlace(self, a: _StatsValue, b: _StatsValue) -> _StatsValue:
-        from ._core import PCAStats
-
-        def native(stats: bytes | fruitlens.PCAStats) -> fruitlens.PCAStats:
-            return PCAStats.from_bytes(stats) if isinstance(stats, bytes) else stats
-
         if b.stats is not None:
-            a.stats = b.stats if a.stats is None else native(a.stats).merge(native(b.stats))
+            a.stats = b.stats if a.stats is None else a.native().merge(b.native())
         a.duplicate = a.duplicate or b.duplicate or bool(a.parts & b.parts)
         a.parts |= b.parts
         return a
@@ -623,15 +629,9 @@ class FeatureStats:
     def get(self, *, rows: int) -> fruitlens.PCAStats | None:
         """The merged statistics if they cover exactly ``rows`` non-null rows, each
         partition once; else ``None``."""
-        from ._core import PCAStats
-
         value = self._accumulator.value
-        if value.duplicate or value.stats is None:
-            return None
-        stats = value.stats
-        if isinstance(stats, bytes):
-            stats = PCAStats.from_bytes(stats)
-        return stats if stats.count == rows else None
+        stats = None if value.duplicate else value.native()
+        return stats if stats is not None and stats.count == rows else None
 
 
 def _stats_batches(
@@ -863,10 +863,7 @@ def list_images(
 
     from . import io as fl_io
 
-    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-    paths = [os.fspath(p) for p in paths]
-    if not paths:
-        raise FruitlensError("read_images: no input path given")
+    paths = _input_paths(path, "list_images")
     exts = ["." + e.lstrip(".") for e in extensions]
     refs: list[Any] = []
     for p in paths:
