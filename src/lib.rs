@@ -6,6 +6,7 @@
 //! feature, so `cargo test` needs no interpreter.
 
 pub mod decode;
+pub mod eigen;
 pub mod embed;
 pub mod error;
 pub mod jpeg;

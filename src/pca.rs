@@ -2,8 +2,8 @@
 //!
 //! [`PcaStats`] holds `n`, `Σx` and the upper triangle of `XᵀX` in `f64`; partitions
 //! compute their own and are [`merged`](PcaStats::merge) on the driver. [`PcaModel::fit`]
-//! turns the covariance `(XᵀX − n·μμᵀ)/(n−1)` into eigenpairs (faer's self-adjoint
-//! eigendecomposition), keeps `k` components (a count, or the smallest count whose
+//! turns the covariance `(XᵀX − n·μμᵀ)/(n−1)` into eigenpairs (all eigenvalues, then
+//! only the kept eigenvectors: [`crate::eigen`]), keeps `k` components (a count, or the smallest count whose
 //! explained-variance ratio reaches a fraction) and projects centred rows:
 //! `(x − μ)·Wᵀ`. Components are sign-normalised so that each one's entry of largest
 //! magnitude is positive, which makes fits reproducible across runs and engines.
@@ -12,6 +12,7 @@ use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure};
 use faer::{Accum, Mat, MatRef, Par, Side};
 use serde::{Deserialize, Serialize};
 
+use crate::eigen::Tridiagonal;
 use crate::error::{Error, Result};
 
 const STATS_MAGIC: &[u8; 8] = b"FLPCAST1";
@@ -231,15 +232,11 @@ impl PcaModel {
             _ => {}
         }
         let (cov, mean) = stats.covariance()?;
-        let evd = cov
-            .self_adjoint_eigen(Side::Lower)
-            .map_err(|e| Error::Pca(format!("eigendecomposition failed: {e:?}")))?;
-        let s = evd.S();
-        let u = evd.U();
-        // faer sorts eigenvalues ascending; we want descending. Tiny negative values
-        // are round-off of a rank-deficient covariance.
-        let order: Vec<usize> = (0..d).rev().collect();
-        let eig: Vec<f64> = order.iter().map(|&i| s[i].max(0.0)).collect();
+        // All eigenvalues first (they pick k), then only the k eigenvectors kept.
+        let tri = Tridiagonal::new(cov.as_ref())?;
+        let ascending = tri.eigenvalues()?;
+        // Descending; tiny negative values are round-off of a rank-deficient covariance.
+        let eig: Vec<f64> = ascending.iter().rev().map(|v| v.max(0.0)).collect();
         let total: f64 = eig.iter().sum();
         let ratio: Vec<f64> = if total > 0.0 {
             eig.iter().map(|v| v / total).collect()
@@ -262,9 +259,27 @@ impl PcaModel {
                 (k, format!("variance>={f}"))
             }
         };
+        // Inverse iteration pays off while few vectors are kept (its work grows with
+        // k² inside groups of close eigenvalues); beyond a quarter, decompose fully.
+        let fast = if 4 * k <= d {
+            tri.top_eigenvectors(&ascending, k)
+        } else {
+            None
+        };
+        let vectors = match fast {
+            Some(v) => v,
+            None => {
+                // inverse iteration did not pass its checks: decompose fully
+                let evd = cov
+                    .self_adjoint_eigen(Side::Lower)
+                    .map_err(|e| Error::Pca(format!("eigendecomposition failed: {e:?}")))?;
+                let u = evd.U();
+                Mat::from_fn(d, k, |i, j| u[(i, d - 1 - j)])
+            }
+        };
         let mut components = Vec::with_capacity(k * d);
-        for &col in order.iter().take(k) {
-            let v = u.col(col);
+        for j in 0..k {
+            let v = vectors.col(j);
             let (mut best, mut best_abs) = (0.0, -1.0);
             for i in 0..d {
                 if v[i].abs() > best_abs {

@@ -120,6 +120,20 @@ def test_list_images_and_fetch_in_tasks(
     for r in rows:
         assert r["label"] == Path(_local(r["path"])).parent.name
 
+    # no count asked: a local relation split by the leaf parallelism when it runs
+    default = fs.list_images(spark, str(fruit_images))
+    key = "spark.sql.leafNodeDefaultParallelism"
+    spark.conf.set(key, "3")
+    try:
+        parts = default.rdd.glom().map(len).collect()
+    finally:
+        spark.conf.unset(key)
+    if fs._spark_major(spark) >= 4:  # Spark 3.5: parallelized from Python, ~512 per task
+        assert sorted(parts) == sorted([N_ROWS // 3 + (i < N_ROWS % 3) for i in range(3)])
+    assert sum(parts) == N_ROWS
+    assert default.schema == listing.schema
+    assert sorted(default.collect()) == sorted(rows)
+
     # a file that disappears after listing: its own error, nothing else changes
     gone = ("file:" + str(fruit_images / "apple" / "vanished.jpg"), None, 1234, "apple")
     extra = spark.createDataFrame([gone], listing.schema)

@@ -483,7 +483,8 @@ class _SqlConf:
 
 def _file_splits(partitions: int) -> dict[str, str]:
     """SQL confs that make a file source split a folder into about ``partitions``
-    partitions of about equal file counts.
+    partitions of about equal file counts, and a local relation (the listing of
+    :func:`fruitlens.spark.list_images`) into exactly that many of equal row counts.
 
     Spark packs files (largest first) into splits of at most
     ``max(openCost, Σ(size + openCost) / minPartitionNum)`` bytes, capped by
@@ -496,6 +497,7 @@ def _file_splits(partitions: int) -> dict[str, str]:
         "spark.sql.files.maxPartitionBytes": str(1 << 40),
         "spark.sql.files.openCostInBytes": str(4 << 20),
         "spark.sql.files.minPartitionNum": str(partitions),
+        "spark.sql.leafNodeDefaultParallelism": str(partitions),
     }
 
 
@@ -566,7 +568,9 @@ def _run_with_session(
             if _fetch_in_tasks(spark, args.input, args.io):
                 # Listed on the driver; each task reads its files right before decoding
                 # them, so the bytes never pass through the JVM.
-                images = fs.list_images(spark, args.input, partitions=partitions)
+                # (Spark 4+: a local relation, split by _file_splits' leaf parallelism)
+                exact = None if fs._spark_major(spark) >= 4 else partitions
+                images = fs.list_images(spark, args.input, partitions=exact)
                 source: dict[str, Any] = {"fetch_from": "path"}
             else:
                 # Spark's binaryFile (Hadoop filesystems, globs, --io spark): its default

@@ -850,11 +850,17 @@ def list_images(
     """List images on the driver (``fruitlens.io``) into a DataFrame, without their bytes.
 
     Columns: ``path``, ``modificationTime``, ``length``, ``label`` (as
-    :func:`read_images`, minus ``content``), in ``partitions`` partitions of equal
-    row counts (default: about 512 rows each, at least one per core). Feed it to
+    :func:`read_images`, minus ``content``), in partitions of equal row counts. Feed it to
     :func:`featurize` with ``fetch_from="path"`` and the executors read each file
     right before decoding it. Local folders give ``file:`` paths, like Spark's
     ``binaryFile``. Zero-byte files are listed (they become ``empty`` errors).
+
+    ``partitions``: how many. By default (Spark 4+) the listing is sent to the JVM
+    as Arrow and split when it runs into ``spark.sql.leafNodeDefaultParallelism``
+    partitions (the default parallelism unless set), and its tasks need no Python
+    worker to produce the rows. Given a count (or on Spark 3.5), the rows are
+    parallelized from Python into exactly that many partitions (default: about 512
+    rows each, at least one per core).
 
     Raises:
         FruitlensError: a path does not exist or cannot be listed.
@@ -879,9 +885,6 @@ def list_images(
         if local:  # the same path strings as binaryFile
             found = [r._replace(path="file:" + r.path) for r in found]
         refs.extend(found)
-    rows = [(r.path, r.modified, r.size, r.label) for r in refs]
-    wanted = max(spark.sparkContext.defaultParallelism, -(-len(rows) // ARROW_ROWS_PER_PARTITION))
-    n_parts = partitions or max(1, min(len(rows), wanted))
     listing = T.StructType(
         [
             T.StructField("path", T.StringType(), False),
@@ -890,7 +893,31 @@ def list_images(
             T.StructField("label", T.StringType(), True),
         ]
     )
+    if partitions is None and refs and _spark_major(spark) >= 4:
+        # A local relation (Arrow in, no pickling): the tasks that scan it are pure JVM,
+        # where a Python RDD would start a second Python worker per featurize task.
+        table = pa.table(
+            {
+                "path": pa.array([r.path for r in refs], pa.string()),
+                "modificationTime": pa.array(
+                    [r.modified for r in refs], pa.timestamp("us", tz="UTC")
+                ),
+                "length": pa.array([r.size for r in refs], pa.int64()),
+                "label": pa.array([r.label for r in refs], pa.string()),
+            }
+        )
+        return spark.createDataFrame(table, listing)
+    rows = [(r.path, r.modified, r.size, r.label) for r in refs]
+    wanted = max(spark.sparkContext.defaultParallelism, -(-len(rows) // ARROW_ROWS_PER_PARTITION))
+    n_parts = partitions or max(1, min(len(rows), wanted))
     return spark.createDataFrame(spark.sparkContext.parallelize(rows, n_parts), listing)
+
+
+def _spark_major(spark: SparkSession) -> int:
+    try:
+        return int(spark.version.split(".", 1)[0])
+    except ValueError:  # pragma: no cover - unusual version strings
+        return 0
 
 
 def read_images_arrow(
