@@ -694,8 +694,8 @@ def pca_statistics(
     if min(n_parts, target) <= DRIVER_MERGE_PARTITIONS:
         # a few partial results: straight to the driver, merged natively there
         merged: PCAStats | None = None
-        for row in per_partition.collect():
-            part = PCAStats.from_bytes(bytes(row[0]))
+        for blob in _collect_binary(per_partition):
+            part = PCAStats.from_bytes(blob)
             merged = part if merged is None else merged.merge(part)
         if merged is None:
             raise no_rows
@@ -707,6 +707,17 @@ def pca_statistics(
         if "empty" in str(exc).lower():
             raise no_rows from exc
         raise
+
+
+def _collect_binary(df: DataFrame) -> list[bytes]:
+    """The values of a one-column binary DataFrame, on the driver.
+
+    Spark 4's ``toArrow`` moves them as Arrow buffers; ``collect`` pickles each row,
+    which costs about 0.1 s more for two 6.5 MB PCA partials.
+    """
+    if hasattr(df, "toArrow"):
+        return [bytes(v) for v in df.toArrow().column(0).to_pylist()]
+    return [bytes(row[0]) for row in df.collect()]
 
 
 def fit_pca(
