@@ -23,6 +23,9 @@ pipeline's fastest round. fruitlens' PCA statistics come from its featurize pass
 ``fit_pca`` (a separate pass) is also timed on the baseline's persisted features,
 for a like-for-like PCA fit comparison.
 
+The featurize stage is also set against plain ``onnxruntime`` on tensors decoded
+beforehand (one process per core x 1 thread, Spark idle; ``--no-raw-ort`` skips it).
+
 Prints one JSON line per pipeline and round, then a table (wall time per stage, images/s,
 the ratio, stage shares) and a check that both pipelines' features agree.
 
@@ -398,6 +401,12 @@ def main(argv: list[str] | None = None) -> int:
         help="measured rounds of both pipelines, in alternating order; the table "
         "shows each pipeline's fastest (default: 2)",
     )
+    parser.add_argument(
+        "--no-raw-ort",
+        dest="raw_ort",
+        action="store_false",
+        help="skip the plain onnxruntime reference (pre-decoded tensors, Spark idle)",
+    )
     parser.add_argument("--workdir", type=Path, help="where outputs go (default: a temp dir)")
     args = parser.parse_args(argv)
 
@@ -418,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )  # fmt: skip
     results = []
+    raw_ort: dict[str, Any] | None = None
     try:
         if args.warmup:
             # One unmeasured round of both pipelines on a few images: the JVM's code
@@ -448,6 +458,20 @@ def main(argv: list[str] | None = None) -> int:
                 res["round"] = i + 1
                 print(json.dumps(res), flush=True)
                 rounds[name].append(res)
+        if args.raw_ort:
+            # The hardware's reference, with Spark idle: plain onnxruntime on tensors
+            # decoded beforehand, one process per core x 1 thread (the tasks' layout).
+            from bench_layout import embed_layout
+
+            procs = _parallelism(spark)
+            files = sorted(
+                p
+                for p in Path(args.input).rglob("*")
+                if p.is_file() and p.suffix.lower().lstrip(".") in fs.DEFAULT_EXTENSIONS
+            )
+            raw = embed_layout(model, files, procs, 1, args.batch_size, "onnxruntime")
+            raw_ort = {"processes": procs, "threads": 1, "images_per_s": raw}
+            print(json.dumps({"raw_onnxruntime": raw_ort}), flush=True)
         for name in ("fruitlens", "baseline"):
             if rounds[name]:  # each pipeline's fastest round
                 results.append(min(rounds[name], key=lambda r: r["seconds_pipeline"]))
@@ -464,6 +488,15 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"features_agreement": agree}), flush=True)
     print()
     print(_table(results))
+    if raw_ort and results:
+        r = results[0]
+        feat = r["images"] / r["stages"]["featurize"]
+        print(
+            f"{r['pipeline']} featurize stage {feat:.1f} images/s = "
+            f"{100 * feat / raw_ort['images_per_s']:.1f} % of plain onnxruntime on pre-decoded "
+            f"tensors ({raw_ort['images_per_s']:.1f} images/s, {raw_ort['processes']} processes "
+            "x 1 thread, same run)"
+        )
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return 0
