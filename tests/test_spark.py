@@ -120,19 +120,19 @@ def test_list_images_and_fetch_in_tasks(
     for r in rows:
         assert r["label"] == Path(_local(r["path"])).parent.name
 
-    # no count asked: a local relation split by the leaf parallelism when it runs
-    default = fs.list_images(spark, str(fruit_images))
+    # a local relation: split by the leaf parallelism when it runs
+    relation = fs.list_images(spark, str(fruit_images), local_relation=True)
     key = "spark.sql.leafNodeDefaultParallelism"
     spark.conf.set(key, "3")
     try:
-        parts = default.rdd.glom().map(len).collect()
+        parts = relation.rdd.glom().map(len).collect()
     finally:
         spark.conf.unset(key)
-    if fs._spark_major(spark) >= 4:  # Spark 3.5: parallelized from Python, ~512 per task
+    if fs._spark_major(spark) >= 4:  # (Spark 3.5 ignores local_relation)
         assert sorted(parts) == sorted([N_ROWS // 3 + (i < N_ROWS % 3) for i in range(3)])
     assert sum(parts) == N_ROWS
-    assert default.schema == listing.schema
-    assert sorted(default.collect()) == sorted(rows)
+    assert relation.schema == listing.schema
+    assert sorted(relation.collect()) == sorted(rows)
 
     # a file that disappears after listing: its own error, nothing else changes
     gone = ("file:" + str(fruit_images / "apple" / "vanished.jpg"), None, 1234, "apple")

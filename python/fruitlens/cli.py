@@ -569,8 +569,9 @@ def _run_with_session(
                 # Listed on the driver; each task reads its files right before decoding
                 # them, so the bytes never pass through the JVM.
                 # (Spark 4+: a local relation, split by _file_splits' leaf parallelism)
-                exact = None if fs._spark_major(spark) >= 4 else partitions
-                images = fs.list_images(spark, args.input, partitions=exact)
+                images = fs.list_images(
+                    spark, args.input, partitions=partitions, local_relation=True
+                )
                 source: dict[str, Any] = {"fetch_from": "path"}
             else:
                 # Spark's binaryFile (Hadoop filesystems, globs, --io spark): its default

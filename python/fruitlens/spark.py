@@ -857,6 +857,7 @@ def list_images(
     *,
     extensions: Sequence[str] = DEFAULT_EXTENSIONS,
     partitions: int | None = None,
+    local_relation: bool = False,
 ) -> DataFrame:
     """List images on the driver (``fruitlens.io``) into a DataFrame, without their bytes.
 
@@ -866,12 +867,13 @@ def list_images(
     right before decoding it. Local folders give ``file:`` paths, like Spark's
     ``binaryFile``. Zero-byte files are listed (they become ``empty`` errors).
 
-    ``partitions``: how many. By default (Spark 4+) the listing is sent to the JVM
-    as Arrow and split when it runs into ``spark.sql.leafNodeDefaultParallelism``
-    partitions (the default parallelism unless set), and its tasks need no Python
-    worker to produce the rows. Given a count (or on Spark 3.5), the rows are
-    parallelized from Python into exactly that many partitions (default: about 512
-    rows each, at least one per core).
+    ``partitions``: how many (default: about 512 rows each, at least one per core);
+    the rows are parallelized from Python, so each task that reads them runs a Python
+    worker to unpickle them. ``local_relation=True`` (Spark 4+; ignored on 3.5) sends
+    the listing to the JVM as Arrow instead: its tasks need no Python worker, and it
+    is split when it runs, into ``spark.sql.leafNodeDefaultParallelism`` partitions
+    (the default parallelism unless set) and not ``partitions``. ``fruitlens run``
+    uses that, with the conf set for its featurize pass.
 
     Raises:
         FruitlensError: a path does not exist or cannot be listed.
@@ -904,7 +906,7 @@ def list_images(
             T.StructField("label", T.StringType(), True),
         ]
     )
-    if partitions is None and refs and _spark_major(spark) >= 4:
+    if local_relation and refs and _spark_major(spark) >= 4:
         # A local relation (Arrow in, no pickling): the tasks that scan it are pure JVM,
         # where a Python RDD would start a second Python worker per featurize task.
         table = pa.table(
