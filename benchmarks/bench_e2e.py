@@ -277,13 +277,18 @@ def run_fruitlens(args: argparse.Namespace, model: str, out: str, src: str) -> d
 # ---------------------------------------------------------------------------- driver
 
 
-def _limited_copy(src: Path, limit: int, dest: Path) -> Path:
-    """Copy the first ``limit`` images (spread over the label folders) to ``dest``."""
-    files = sorted(
+def _image_files(root: Path) -> list[Path]:
+    """The images under ``root`` (the extensions ``fruitlens run`` reads), sorted."""
+    return sorted(
         p
-        for p in src.rglob("*")
+        for p in root.rglob("*")
         if p.is_file() and p.suffix.lower().lstrip(".") in fs.DEFAULT_EXTENSIONS
     )
+
+
+def _limited_copy(src: Path, limit: int, dest: Path) -> Path:
+    """Copy the first ``limit`` images (spread over the label folders) to ``dest``."""
+    files = _image_files(src)
     step = max(1, len(files) // limit)
     for i, p in enumerate(files[::step][:limit]):
         target = dest / p.parent.name / f"{i:06d}_{p.name}"
@@ -464,11 +469,7 @@ def main(argv: list[str] | None = None) -> int:
             from bench_layout import embed_layout
 
             procs = _parallelism(spark)
-            files = sorted(
-                p
-                for p in Path(args.input).rglob("*")
-                if p.is_file() and p.suffix.lower().lstrip(".") in fs.DEFAULT_EXTENSIONS
-            )
+            files = _image_files(Path(args.input))
             raw = embed_layout(model, files, procs, 1, args.batch_size, "onnxruntime")
             raw_ort = {"processes": procs, "threads": 1, "images_per_s": raw}
             print(json.dumps({"raw_onnxruntime": raw_ort}), flush=True)

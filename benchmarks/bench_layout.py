@@ -68,13 +68,14 @@ def _embed_worker(args: tuple[str, list[str], int, int, str, Any, Any]) -> float
     else:
         import onnxruntime as ort
 
-        x = fruitlens.decode(data, size=224, threads=1).column(0)
-        x = x.flatten().to_numpy().reshape(len(data), 224, 224, 3)
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
+        size = int(sess.get_inputs()[0].shape[1])  # NHWC: the model's input size
+        x = fruitlens.decode(data, size=size, threads=1).column(0)
+        x = x.flatten().to_numpy().reshape(len(data), size, size, 3)
 
         def run() -> None:
             for i in range(0, len(x), batch):

@@ -173,23 +173,16 @@ impl Tridiagonal {
             if !converged {
                 return None;
             }
+            // Orthogonal to its group (across groups it follows from the gaps).
+            for prev in group_start..j {
+                let col = z.col(prev);
+                let dot: f64 = (0..n).map(|i| col[i] * x[i]).sum();
+                if dot.abs() > 1e3 * (n as f64) * eps {
+                    return None;
+                }
+            }
             for (i, v) in x.iter().enumerate() {
                 z[(i, j)] = *v;
-            }
-        }
-        // Orthogonality within groups (across groups it follows from the gaps).
-        let mut start = 0;
-        for j in 1..=k {
-            if j == k || wanted[j - 1] - wanted[j] > group_gap {
-                for a in start..j {
-                    for b in start..a {
-                        let dot: f64 = (0..n).map(|i| z[(i, a)] * z[(i, b)]).sum();
-                        if dot.abs() > 1e3 * (n as f64) * eps {
-                            return None;
-                        }
-                    }
-                }
-                start = j;
             }
         }
         // Back to the original basis: z ← Q z (only k columns).

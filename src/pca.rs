@@ -3,9 +3,9 @@
 //! [`PcaStats`] holds `n`, `Σx` and the upper triangle of `XᵀX` in `f64`; partitions
 //! compute their own and are [`merged`](PcaStats::merge) on the driver. [`PcaModel::fit`]
 //! turns the covariance `(XᵀX − n·μμᵀ)/(n−1)` into eigenpairs (all eigenvalues, then
-//! only the kept eigenvectors: [`crate::eigen`]), keeps `k` components (a count, or the smallest count whose
-//! explained-variance ratio reaches a fraction) and projects centred rows:
-//! `(x − μ)·Wᵀ`. Components are sign-normalised so that each one's entry of largest
+//! only the kept eigenvectors: [`crate::eigen`]), keeps `k` components (a count, or
+//! the smallest count whose explained-variance ratio reaches a fraction) and projects
+//! centred rows: `(x − μ)·Wᵀ`. Components are sign-normalised so that each one's entry of largest
 //! magnitude is positive, which makes fits reproducible across runs and engines.
 
 use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure};
@@ -269,7 +269,7 @@ impl PcaModel {
         let vectors = match fast {
             Some(v) => v,
             None => {
-                // inverse iteration did not pass its checks: decompose fully
+                // many vectors kept, or inverse iteration failed its checks
                 let evd = cov
                     .self_adjoint_eigen(Side::Lower)
                     .map_err(|e| Error::Pca(format!("eigendecomposition failed: {e:?}")))?;

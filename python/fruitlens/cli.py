@@ -458,12 +458,12 @@ def _write_text(spark: Any, uri: str, text: str, io: str = "auto") -> None:
 
 
 class _SqlConf:
-    """Set Spark SQL confs until exited (once; exiting again is a no-op), then restore."""
+    """Set Spark SQL confs for the `with` block, then restore what was there."""
 
     def __init__(self, spark: Any, settings: dict[str, str]) -> None:
         self._spark = spark
         self._settings = settings
-        self._saved: dict[str, str | None] | None = None
+        self._saved: dict[str, str | None] = {}
 
     def __enter__(self) -> _SqlConf:
         conf = self._spark.conf
@@ -473,8 +473,7 @@ class _SqlConf:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        saved, self._saved = self._saved, None
-        for key, value in (saved or {}).items():
+        for key, value in self._saved.items():
             if value is None:
                 self._spark.conf.unset(key)
             else:
@@ -562,9 +561,8 @@ def _run_with_session(
         partitions = args.partitions or TASKS_PER_CORE * parallelism
         # Embedding costs per image, so a few tasks per core with equal image counts
         # balance the cores with no idle tail.
-        split_conf = _SqlConf(spark, _file_splits(partitions))
-        split_conf.__enter__()
-        try:  # restored once the featurize pass has been planned and run (below)
+        # The split confs stay set until the featurize pass has been planned and run.
+        with _SqlConf(spark, _file_splits(partitions)):
             if _fetch_in_tasks(spark, args.input, args.io):
                 # Listed on the driver; each task reads its files right before decoding
                 # them, so the bytes never pass through the JVM.
@@ -589,17 +587,17 @@ def _run_with_session(
                 stats=collected,
                 **source,
             ).persist(StorageLevel.MEMORY_AND_DISK)
-        except BaseException:
-            split_conf.__exit__(None, None, None)
-            raise
+            try:
+                row = features.agg(
+                    F.count(F.lit(1)).alias("n"),
+                    F.count("error").alias("e"),
+                    F.count("features").alias("f"),
+                ).first()
+            except BaseException:
+                features.unpersist()
+                raise
+        n_images, n_errors, n_features = int(row["n"]), int(row["e"]), int(row["f"])
         try:
-            row = features.agg(
-                F.count(F.lit(1)).alias("n"),
-                F.count("error").alias("e"),
-                F.count("features").alias("f"),
-            ).first()
-            n_images, n_errors, n_features = int(row["n"]), int(row["e"]), int(row["f"])
-            split_conf.__exit__(None, None, None)
             if n_images == 0:
                 raise CLIError(
                     f"no images found under {args.input} (looked for "
@@ -652,7 +650,6 @@ def _run_with_session(
             _write_text(spark, _join(args.output, "_pca", "pca.json"), pca.to_json(), args.io)
             stages["transform_write"] = time.perf_counter() - t0
         finally:
-            split_conf.__exit__(None, None, None)
             features.unpersist()
 
     total = time.perf_counter() - t_start
