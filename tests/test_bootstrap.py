@@ -381,6 +381,309 @@ def test_install_reports_a_missing_python(tmp_path: Path, fake_wheel: Path) -> N
     assert "Python interpreter '/no/such/python3' not found" in result.stderr
 
 
+def _install_args(wheel: Path, prefix: Path, python: str = sys.executable) -> list:
+    return [
+        INSTALL,
+        *("--wheel", wheel, "--wheel-sha256", SHA_A),
+        *("--python", python, "--prefix", prefix),
+    ]
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "ERROR:" in line]
+
+
+def test_install_keeps_an_existing_prefix_as_it_is(tmp_path: Path, fake_wheel: Path) -> None:
+    """Issue 11 item 9: an existing --prefix (here sticky and world-writable, like /tmp)
+    keeps its mode; only the subfolders the script creates get 755."""
+    prefix = tmp_path / "shared-tmp"
+    prefix.mkdir()
+    prefix.chmod(0o1777)
+    (prefix / "bin").mkdir(mode=0o700)  # an existing subfolder is not touched either
+    (prefix / "bin").chmod(0o770)
+    result = _run(_install_args(fake_wheel, prefix))
+    assert result.returncode == 1
+    assert "sha256 mismatch" in result.stderr  # it got past the folders
+    assert (prefix.stat().st_mode & 0o7777) == 0o1777
+    assert ((prefix / "bin").stat().st_mode & 0o7777) == 0o770
+    for name in ("models", "state"):
+        assert ((prefix / name).stat().st_mode & 0o7777) == 0o755
+
+
+def test_install_refuses_a_prefix_that_is_a_file(tmp_path: Path, fake_wheel: Path) -> None:
+    (tmp_path / "opt").write_text("a file")
+    result = _run(_install_args(fake_wheel, tmp_path / "opt" / "fruitlens"))
+    assert result.returncode == 1
+    (line,) = _error_lines(result.stderr)
+    assert f"{tmp_path / 'opt'} exists and is not a folder" in line
+    assert (tmp_path / "opt").read_text() == "a file"
+
+
+def _as_nobody() -> list[str] | None:
+    """A command prefix that runs as an unprivileged user, or None if this cannot."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return None
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+@pytest.fixture
+def unprivileged(tmp_path_factory: pytest.TempPathFactory):
+    """Run the installer as `nobody` with a fake sudo that logs its arguments (then runs
+    them, unprivileged: a privileged step fails). Files live in a world-readable folder."""
+    import tempfile
+
+    prefix_cmd = _as_nobody()
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    if prefix_cmd is None or python is None:
+        pytest.skip("needs root and setpriv to run the installer as an unprivileged user")
+    if _run([*prefix_cmd, python, "-m", "pip", "--version"]).returncode != 0:
+        pytest.skip(f"{python} has no pip")
+    root = Path(tempfile.mkdtemp(prefix="fruitlens-bootstrap-"))
+    root.chmod(0o755)
+    fakebin = root / "fakebin"
+    fakebin.mkdir()
+    sudo_log = root / "sudo.log"
+    sudo_log.touch()
+    sudo_log.chmod(0o666)
+    sudo = fakebin / "sudo"
+    sudo.write_text(
+        f'#!/bin/sh\nprintf \'%s\\n\' "$*" >> {sudo_log}\n[ "$1" = -n ] && shift\nexec "$@"\n'
+    )
+    sudo.chmod(0o755)
+    wheel = root / "fruitlens-0.1.0-cp39-abi3-manylinux_2_28_x86_64.whl"
+    wheel.write_bytes(b"not really a wheel")
+    wheel.chmod(0o644)
+    env = {**_clean_env(), "PATH": f"{fakebin}:/usr/bin:/bin", "HOME": str(root)}
+
+    def run(prefix: Path):
+        return _run([*prefix_cmd, *_install_args(wheel, prefix, python)], env=env)
+
+    yield SimpleNamespace(root=root, run=run, sudo_calls=lambda: sudo_log.read_text().splitlines())
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_install_unprivileged_never_takes_over_an_existing_prefix(unprivileged) -> None:
+    """Not root, existing prefix owned by root: no `sudo chown` of it (before: chown -R)."""
+    prefix = unprivileged.root / "opt"
+    prefix.mkdir(mode=0o755)
+    (prefix / "keep").write_text("someone else's")
+    result = unprivileged.run(prefix)
+    assert result.returncode == 1
+    assert len(_error_lines(result.stderr)) == 1, result.stderr
+    assert "ERROR: could not create" in result.stderr
+    calls = unprivileged.sudo_calls()
+    assert calls == [f"-n mkdir -m 755 -- {prefix}/models"]  # only what it creates
+    st = prefix.stat()
+    assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o755)
+
+
+def test_install_unprivileged_refuses_a_foreign_subfolder(unprivileged) -> None:
+    prefix = unprivileged.root / "mine"
+    prefix.mkdir(mode=0o755)
+    os.chown(prefix, 65534, 65534)
+    (prefix / "models").mkdir(mode=0o755)  # root's
+    result = unprivileged.run(prefix)
+    assert result.returncode == 1
+    (line,) = _error_lines(result.stderr)
+    assert f"{prefix}/models is not writable by nobody" in line
+    assert unprivileged.sudo_calls() == []
+    assert (prefix / "models").stat().st_uid == 0
+
+
+def test_install_unprivileged_in_a_sticky_folder(unprivileged) -> None:
+    """Not root, `--prefix` a /tmp-like folder (root's, sticky, world-writable): before,
+    `chmod 755` on it failed with a raw error (as root it stripped the bits). Now it is
+    left as it is, and a new prefix inside it is created and owned by the user."""
+    sticky = unprivileged.root / "tmp"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    for prefix in (sticky, sticky / "a" / "fruitlens"):
+        result = unprivileged.run(prefix)
+        assert result.returncode == 1
+        (line,) = _error_lines(result.stderr)
+        assert "sha256 mismatch" in line  # it got past the folders
+        assert (prefix / "models").stat().st_uid == 65534
+    assert unprivileged.sudo_calls() == []
+    assert (sticky.stat().st_mode & 0o7777, sticky.stat().st_uid) == (0o1777, 0)
+    for path in (sticky / "a", sticky / "a" / "fruitlens", sticky / "a" / "fruitlens" / "state"):
+        assert (path.stat().st_mode & 0o7777, path.stat().st_uid) == (0o755, 65534)
+
+
+@pytest.mark.parametrize("python", ["/bin/true", "true", "/bin/echo"])
+def test_install_refuses_a_non_python(tmp_path: Path, fake_wheel: Path, python: str) -> None:
+    """`--python /bin/true` used to report success."""
+    result = _run(_install_args(fake_wheel, tmp_path / "opt", python))
+    assert result.returncode == 1
+    (line,) = _error_lines(result.stderr)
+    assert "is not a working Python interpreter" in line
+    assert not (tmp_path / "opt").exists()
+
+
+def test_install_fails_when_fruitlens_does_not_import(tmp_path: Path) -> None:
+    """pip "succeeds" (a fake) but the interpreter cannot import fruitlens: an ERROR, no
+    `done`."""
+    real = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+    probe = _run([real, "-c", "import fruitlens"])
+    if probe.returncode == 0:
+        pytest.skip(f"{real} imports fruitlens")
+    python = tmp_path / "python3"
+    python.write_text(
+        '#!/bin/sh\nif [ "$1" = -m ] && [ "$2" = pip ]; then echo "pip 99 (fake)"; exit 0; fi\n'
+        f'exec {real} "$@"\n'
+    )
+    python.chmod(0o755)
+    wheel = tmp_path / "fruitlens-0.1.0-cp39-abi3-manylinux_2_28_x86_64.whl"
+    wheel.write_bytes(b"not really a wheel")
+    args = _install_args(wheel, tmp_path / "opt", str(python))
+    args[args.index("--wheel-sha256") + 1] = _sha256(wheel)
+    result = _run(args)
+    assert result.returncode == 1, result.stderr
+    (line,) = _error_lines(result.stderr)
+    assert f"fruitlens does not import in {python}: ModuleNotFoundError" in line
+    assert not result.stderr.rstrip().endswith("done")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["..", ".", "../escape.onnx", "a/b.onnx", ".hidden.onnx", "model.bin", ".onnx", "a\nb.onnx"],
+)
+def test_install_validates_the_model_name(tmp_path: Path, fake_wheel: Path, name: str) -> None:
+    """`--model-name ..` used to end in a raw sha256sum error."""
+    args = _install_args(fake_wheel, tmp_path / "opt")
+    args += ["--model", fake_wheel, "--model-sha256", SHA_A, "--model-name", name]
+    result = _run(args)
+    assert result.returncode == 2
+    (line,) = _error_lines(result.stderr)
+    assert "--model-name must be a plain file name ending in .onnx" in line
+    assert len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "opt").exists()
+
+
+@pytest.mark.parametrize("location", ["https://example.com/models/", "/models/model.bin"])
+def test_install_validates_the_model_location_name(
+    tmp_path: Path, fake_wheel: Path, location: str
+) -> None:
+    args = _install_args(fake_wheel, tmp_path / "opt")
+    args += ["--model", location, "--model-sha256", SHA_A]
+    result = _run(args)
+    assert result.returncode == 2
+    (line,) = _error_lines(result.stderr)
+    assert "set --model-name NAME.onnx" in line
+
+
+def test_install_model_name_is_used(tmp_path: Path) -> None:
+    """A valid --model-name gets past the checks (to the wheel's sha256 check)."""
+    wheel = tmp_path / "fruitlens-0.1.0-cp39-abi3-manylinux_2_28_x86_64.whl"
+    wheel.write_bytes(b"w")
+    args = _install_args(wheel, tmp_path / "opt")
+    args += ["--model", tmp_path / "m", "--model-sha256", SHA_A, "--model-name", "my model.onnx"]
+    result = _run(args)
+    assert result.returncode == 1
+    (line,) = _error_lines(result.stderr)
+    assert "sha256 mismatch for fruitlens-0.1.0" in line
+
+
+def test_install_unexpected_failure_says_error(tmp_path: Path) -> None:
+    """A failure nobody anticipated (the model's target is a folder) still ends with one
+    ERROR line, and the folder is not written into."""
+    wheel = tmp_path / "fruitlens-0.1.0-cp39-abi3-manylinux_2_28_x86_64.whl"
+    wheel.write_bytes(b"w")
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"model")
+    prefix = tmp_path / "opt"
+    (prefix / "models" / "m.onnx").mkdir(parents=True)
+    (prefix / "state").mkdir()
+    python = tmp_path / "python3"  # pip and the wheel are faked: the model step is reached
+    python.write_text(
+        '#!/bin/sh\nif [ "$1" = -m ] && [ "$2" = pip ]; then echo "pip 99 (fake)"; exit 0; fi\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    python.chmod(0o755)
+    args = _install_args(wheel, prefix, str(python))
+    args[args.index("--wheel-sha256") + 1] = _sha256(wheel)
+    args += ["--model", model, "--model-sha256", _sha256(model)]
+    result = _run(args)
+    assert result.returncode != 0
+    (line,) = _error_lines(result.stderr)
+    assert "ERROR: unexpected failure" in line
+    assert list((prefix / "models" / "m.onnx").iterdir()) == []
+
+
+def _pure_wheel(folder: Path, files: dict[str, str], version: str = "0.1.0") -> Path:
+    """A minimal pure-Python wheel of a package called fruitlens (no native code)."""
+    import base64
+    import zipfile
+
+    info = f"fruitlens-{version}.dist-info"
+    files = {
+        **files,
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: fruitlens\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    record = []
+    for name, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append(f"{name},sha256={digest.decode()},{len(text.encode())}")
+    record.append(f"{info}/RECORD,,")
+    wheel = folder / f"fruitlens-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, text in {**files, f"{info}/RECORD": "\n".join(record) + "\n"}.items():
+            archive.writestr(name, text)
+    return wheel
+
+
+FAKE_PACKAGE = {
+    "fruitlens/__init__.py": "__version__ = '0.1.0'\n"
+    "def find_onnxruntime_library():\n    return 'libonnxruntime.so'\n",
+    "fruitlens/_native.py": "",
+}
+
+
+@pytest.fixture(scope="module")
+def fresh_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtualenv (with pip) where nothing is installed yet."""
+    venv = tmp_path_factory.mktemp("fresh") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    return venv / "bin" / "python"
+
+
+def test_install_succeeds_only_once_the_wheel_imports(tmp_path: Path, fresh_python: Path) -> None:
+    """The success path, offline: a pure-Python stand-in wheel into a fresh venv. Then a
+    rerun is a no-op, and a fruitlens that shadows the installed one is an ERROR."""
+    wheel = _pure_wheel(tmp_path, FAKE_PACKAGE)
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"model")
+    prefix = tmp_path / "opt"
+    args = _install_args(wheel, prefix, str(fresh_python))
+    args[args.index("--wheel-sha256") + 1] = _sha256(wheel)
+    args += ["--model", model, "--model-sha256", _sha256(model), "--model-name", "mnv2.onnx"]
+    env = {**_clean_env(), "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    env.pop("PYTHONPATH", None)
+    env.pop("VIRTUAL_ENV", None)
+
+    first = _run(args, env=env, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert _error_lines(first.stderr) == []
+    assert f"fruitlens 0.1.0 works in {fresh_python}" in first.stderr
+    assert first.stderr.rstrip().endswith("done")
+    assert (prefix / "models" / "mnv2.onnx").read_bytes() == b"model"
+    assert (prefix / "bin" / "fruitlens_job.py").is_file()
+
+    again = _run(args, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "already installed" in again.stderr and "already in place" in again.stderr
+
+    shadow = tmp_path / "shadow" / "fruitlens"
+    shadow.mkdir(parents=True)
+    for name, text in FAKE_PACKAGE.items():
+        (shadow.parent / name).write_text(text)
+    shadowed = _run(args, env={**env, "PYTHONPATH": str(shadow.parent)}, timeout=300)
+    assert shadowed.returncode == 1
+    (line,) = _error_lines(shadowed.stderr)
+    assert f"imports fruitlens from {shadow / '__init__.py'}, not the installed wheel" in line
+
+
 def test_install_wrong_sha256_from_s3(s3_server, s3_bucket: str, tmp_path: Path) -> None:
     """The s3:// path goes through `aws s3 cp --endpoint-url $AWS_ENDPOINT_URL`."""
     if shutil.which("aws") is None:
