@@ -1,7 +1,8 @@
 """Python façade over the native core: argument handling and Arrow/numpy conversion.
 
 All heavy work runs in Rust with the GIL released; this module only adapts inputs
-(lists of bytes, numpy arrays, chunked arrays) to Arrow and outputs back.
+(lists of bytes or file paths, numpy arrays, chunked arrays, record batches) to Arrow
+and outputs back.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import numbers
 import os
+import stat
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,8 +39,10 @@ DEFAULT_MAX_PIXELS: int = _native.DEFAULT_MAX_PIXELS
 DEFAULT_BATCH_SIZE: int = _native.DEFAULT_BATCH_SIZE
 DEFAULT_MAX_BYTES: int = _native.DEFAULT_MAX_BYTES
 
-ImagesLike = Union[pa.Array, pa.ChunkedArray, Sequence[Union[bytes, bytearray, memoryview, None]]]
 PathLike = Union[str, "os.PathLike[str]"]
+ImagesLike = Union[
+    pa.Array, pa.ChunkedArray, Sequence[Union[bytes, bytearray, memoryview, PathLike, None]]
+]
 
 _runtime_lock = threading.Lock()
 
@@ -49,24 +53,118 @@ def _ensure_runtime() -> Path:
         return Path(_native.init_runtime(str(find_onnxruntime_library())))
 
 
-def _as_binary_array(images: ImagesLike) -> pa.Array:
+#: How an image file is opened: never blocks (a FIFO), never becomes a controlling tty.
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+def _read_image_file(path: Any, max_bytes: int) -> tuple[bytes | None, str | None]:
+    """The bytes of a local image file, or ``(None, "<kind>: <path>: <reason>")``.
+
+    Only regular files (symlinks followed) are read: a folder, FIFO, device or missing
+    file is an ``unreadable`` error found by ``stat`` (nothing blocks), and a file larger
+    than ``max_bytes`` is a ``too_many_bytes`` error without being read."""
+    name = os.fsdecode(path)
+
+    def too_big(size: int) -> tuple[None, str]:
+        return None, (
+            f"too_many_bytes: {name} is {size} bytes, more than the limit of {max_bytes} bytes"
+        )
+
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            return None, f"unreadable: {name}: {what}"
+        if st.st_size > max_bytes:
+            return too_big(st.st_size)
+        with open(os.open(path, _OPEN_FLAGS), "rb", closefd=True) as handle:
+            st = os.fstat(handle.fileno())  # the file opened, should it have been swapped
+            if not stat.S_ISREG(st.st_mode):
+                return None, f"unreadable: {name}: not a regular file"
+            data = handle.read(max_bytes + 1)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        return None, f"unreadable: {name}: {reason}"
+    if len(data) > max_bytes:  # it grew since stat
+        return too_big(len(data))
+    return data, None
+
+
+def _as_binary_array(
+    images: ImagesLike, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[pa.Array, dict[int, str]]:
+    """Images as an Arrow binary array, plus the error of each row whose file could not be
+    read (``{row: "unreadable: ..."}``; that row is null in the array)."""
     if isinstance(images, pa.ChunkedArray):
         images = images.combine_chunks() if images.num_chunks != 1 else images.chunk(0)
     if isinstance(images, pa.Array):
         if pa.types.is_binary(images.type) or pa.types.is_large_binary(images.type):
-            return images
+            return images, {}
         if pa.types.is_binary_view(images.type):
-            return images.cast(pa.large_binary())
-        raise TypeError(f"images must be a binary or large_binary Arrow array, got {images.type}")
-    if isinstance(images, (bytes, bytearray, memoryview, str)):
-        raise TypeError("images must be a sequence of bytes objects, not a single bytes object")
-    values = [None if v is None else bytes(v) for v in images]
+            return images.cast(pa.large_binary()), {}
+        raise TypeError(
+            f"images must be a binary or large_binary Arrow array, got {images.type} "
+            "(to read files, pass a list of paths: str or os.PathLike)"
+        )
+    if isinstance(images, (bytes, bytearray, memoryview, str, os.PathLike)):
+        raise TypeError(
+            "images must be a sequence of bytes objects or file paths (str/os.PathLike), "
+            f"not a single {type(images).__name__}: wrap it in a list"
+        )
+    values: list[bytes | None] = []
+    errors: dict[int, str] = {}
+    for i, v in enumerate(images):
+        if v is None:
+            values.append(None)
+        elif isinstance(v, (str, os.PathLike)):
+            data, error = _read_image_file(v, max_bytes)
+            values.append(data)
+            if error is not None:
+                errors[i] = error
+        else:
+            values.append(bytes(v))
     total = sum(len(v) for v in values if v is not None)
-    return pa.array(values, type=pa.large_binary() if total >= 2**31 - 1 else pa.binary())
+    array = pa.array(values, type=pa.large_binary() if total >= 2**31 - 1 else pa.binary())
+    return array, errors
+
+
+def _with_errors(batch: pa.RecordBatch, errors: dict[int, str]) -> pa.RecordBatch:
+    """``batch`` with the given rows' ``error`` replaced (files that could not be read)."""
+    if not errors:
+        return batch
+    index = batch.schema.get_field_index("error")
+    messages = batch.column(index).to_pylist()
+    for row, message in errors.items():
+        messages[row] = message
+    columns = list(batch.columns)
+    columns[index] = pa.array(messages, type=batch.schema.field(index).type)
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
+
+
+def _features_column(table: pa.RecordBatch | pa.Table) -> Any:
+    """The ``features`` column of what :meth:`Embedder.embed` returns (or a table of it)."""
+    if "features" not in table.schema.names:
+        raise PCAError(
+            "expected rows of features: this record batch/table has no 'features' column "
+            f"(columns: {', '.join(table.schema.names) or 'none'})"
+        )
+    return table.column("features")
 
 
 def _rows_array(x: Any, what: str = "x") -> pa.Array:
-    """Rows of floats as an Arrow list-like array (zero-copy for float32 numpy)."""
+    """Rows of floats as an Arrow list-like array (zero-copy for float32 numpy).
+
+    ``x``: numpy/array-like ``[N, D]``, an Arrow list array (null rows are failed images),
+    or a record batch/table with a ``features`` column (what :meth:`Embedder.embed` returns).
+    """
+    if isinstance(x, (pa.RecordBatch, pa.Table)):
+        x = _features_column(x)
     if isinstance(x, pa.ChunkedArray):
         x = x.combine_chunks()
     if isinstance(x, pa.Array):
@@ -90,17 +188,24 @@ def decode(
 ) -> pa.RecordBatch:
     """Decode, resize (bicubic, as Pillow) and normalise (``x/127.5 - 1``) images.
 
-    Returns a record batch with ``pixels`` (``fixed_size_list<float32>[size·size·3]``,
-    NHWC, null for failed rows) and ``error`` (``utf8``, null when fine; otherwise
-    ``"<kind>: <detail>"``).
+    ``images``: encoded images (bytes-like) or paths of image files (``str``/
+    ``os.PathLike``; a file that cannot be read is that row's ``unreadable`` error).
+
+    Returns a :class:`pyarrow.RecordBatch` (one row per image, in order) with ``pixels``
+    (``fixed_size_list<float32>[size·size·3]``: one image's NHWC values flattened, null for
+    failed rows) and ``error`` (``utf8``, null when fine; otherwise ``"<kind>: <detail>"``).
+    The ``[n, size, size, 3]`` tensors of the rows that decoded:
+    ``batch.column("pixels").flatten().to_numpy().reshape(-1, size, size, 3)``.
     """
-    return _native.decode(
-        _as_binary_array(images),
+    array, errors = _as_binary_array(images, max_bytes)
+    batch = _native.decode(
+        array,
         size=size,
         max_pixels=max_pixels,
         max_bytes=max_bytes,
         threads=threads,
     )
+    return _with_errors(batch, errors)
 
 
 class Embedder:
@@ -149,19 +254,24 @@ class Embedder:
         return Path(self._native.model_path)
 
     def embed(self, images: ImagesLike) -> pa.RecordBatch:
-        """Embed encoded images.
+        """Embed images: encoded bytes, or paths of image files (``str``/``os.PathLike``).
 
-        Returns ``features`` (``fixed_size_list<float32>[D]``, null where the image
-        failed) and ``error`` (``utf8``: null when fine, else ``"<kind>: <detail>"``).
-        A bad image never raises: it gets its own error and the other rows are the
-        same as in a batch without it.
+        Returns a :class:`pyarrow.RecordBatch`, one row per image in order: ``features``
+        (``fixed_size_list<float32>[D]``, null where the image failed) and ``error``
+        (``utf8``: null when fine, else ``"<kind>: <detail>"``). A bad image never raises:
+        it gets its own error and the other rows are the same as in a batch without it;
+        a file that cannot be read (missing, a folder, a FIFO...) is an ``unreadable``
+        error. The batch can be given as is to :func:`pca_stats`, :meth:`PCA.fit` and
+        :meth:`PCA.transform_arrow` (they use its ``features``, skipping failed rows).
         """
-        return self._native.embed(
-            _as_binary_array(images),
+        array, errors = _as_binary_array(images, self.max_bytes)
+        batch = self._native.embed(
+            array,
             max_pixels=self.max_pixels,
             max_bytes=self.max_bytes,
             batch_size=self.batch_size,
         )
+        return _with_errors(batch, errors)
 
     def embed_tensors(self, x: np.ndarray) -> np.ndarray:
         """Embed preprocessed NHWC tensors ``[N, S, S, 3]`` float32 → ``[N, D]``."""
@@ -204,7 +314,9 @@ class PCAStats:
         return self._native.count
 
     def update(self, x: Any) -> int:
-        """Add rows (numpy ``[N, D]`` or an Arrow list array; null rows are skipped)."""
+        """Add rows (numpy ``[N, D]``, an Arrow list array, or a record batch/table with a
+        ``features`` column such as :meth:`Embedder.embed` returns; null rows are skipped).
+        """
         return self._native.update(_rows_array(x))
 
     def merge(self, other: PCAStats) -> PCAStats:
@@ -224,7 +336,9 @@ class PCAStats:
 
 
 def pca_stats(batch: Any, dim: int | None = None) -> PCAStats:
-    """Partial PCA statistics of one batch of rows (numpy ``[N, D]`` or Arrow list array)."""
+    """Partial PCA statistics of one batch of rows: numpy ``[N, D]``, an Arrow list array,
+    or a record batch/table with a ``features`` column (what :meth:`Embedder.embed`
+    returns). Null rows (failed images) are skipped."""
     rows = _rows_array(batch)
     if dim is None:
         dim = _infer_dim(rows)
@@ -301,7 +415,8 @@ class PCA:
         return self._require().n_samples
 
     def fit(self, x: Any) -> PCA:
-        """Fit on rows (numpy ``[N, D]`` or an Arrow list array; null rows skipped)."""
+        """Fit on rows: numpy ``[N, D]``, an Arrow list array, or a record batch/table with
+        a ``features`` column (what :meth:`Embedder.embed` returns); null rows skipped."""
         return self.fit_stats(pca_stats(x))
 
     def fit_stats(self, stats: PCAStats) -> PCA:
@@ -310,7 +425,8 @@ class PCA:
         return self
 
     def transform_arrow(self, x: Any) -> pa.FixedSizeListArray:
-        """Project rows; returns ``fixed_size_list<float32>[k]`` (null for null rows)."""
+        """Project rows (as :meth:`fit` takes them); returns ``fixed_size_list<float32>[k]``,
+        one per row, null for null rows (failed images)."""
         return self._require().transform(_rows_array(x))
 
     def transform(self, x: Any) -> np.ndarray:
@@ -344,7 +460,12 @@ class PCA:
 
     @classmethod
     def load(cls, path: PathLike) -> PCA:
-        return cls.from_json(Path(path).read_text())
+        """Load a saved PCA. Inside a ``fruitlens run`` output (``OUTPUT/_pca/pca.json``)
+        the file is checked against the output's ``_SUCCESS`` manifest first
+        (:class:`~fruitlens.OutputError` if it does not belong to the committed output)."""
+        from .output import checked_read
+
+        return cls.from_json(checked_read(path).decode("utf-8"))
 
     def summary(self) -> dict[str, Any]:
         m = self._require()

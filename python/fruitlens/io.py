@@ -7,8 +7,9 @@ with Arrow's native S3 client instead:
 * the driver lists images with :func:`list_images` (one recursive listing call);
 * executors fetch the bytes of their rows with :func:`fetch_batches` inside
   ``mapInArrow`` (concurrent reads; a missing object is a per-row error, not a failure);
-* the driver writes the result with :func:`write_parquet_atomic` (staged, then
-  published, then ``_SUCCESS``) and small files with :func:`write_text`.
+* the driver writes the result with :func:`write_parquet_atomic` (new parts, then the
+  ``_SUCCESS`` manifest that commits them: :mod:`fruitlens.output`) and small files
+  with :func:`write_text`.
 
 Credentials come from the standard AWS chain (environment, ``~/.aws`` files, instance
 profile). ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` (e.g. ``http://127.0.0.1:9000``
@@ -21,18 +22,22 @@ URIs, so the same code runs on local folders.
 from __future__ import annotations
 
 import concurrent.futures
+import errno
+import heapq
 import os
 import posixpath
+import stat
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime, timezone
 from typing import Any, NamedTuple, Union
 from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
+
+from . import _uri
 
 __all__ = [
     "ARROW_SCHEMES",
@@ -45,6 +50,7 @@ __all__ = [
     "filesystem_for",
     "is_arrow_uri",
     "list_images",
+    "list_local",
     "read_bytes",
     "read_text",
     "remove",
@@ -57,9 +63,9 @@ __all__ = [
 ARROW_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs"})
 #: File-name extensions that :func:`list_images` keeps by default (case-insensitive).
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-#: Hidden folder under an output where :func:`write_parquet_atomic` stages its parts.
+#: Hidden folder of Hadoop committers' staged parts (fruitlens no longer writes it).
 STAGING_DIR = "_temporary"
-#: Marker written last by :func:`write_parquet_atomic` (as Hadoop committers do).
+#: The commit marker (a JSON manifest, see :mod:`fruitlens.output`), written last.
 SUCCESS_FILE = "_SUCCESS"
 
 #: Content above this many bytes per output batch is split into more batches, so that
@@ -71,12 +77,18 @@ TableLike = Union[pa.Table, pa.RecordBatch, Iterable[pa.RecordBatch]]
 
 
 class ImageRef(NamedTuple):
-    """One listed image: full URI, label (parent folder name), size, modification time."""
+    """One listed image: full URI, label (parent folder name), size, modification time.
+
+    ``error`` is null for a regular file, else why it cannot be read (a dangling
+    symbolic link, a FIFO/socket/device, a folder that could not be listed, …): such
+    entries are listed so that they become per-row errors instead of vanishing.
+    """
 
     path: str
     label: str
     size: int
     modified: datetime | None = None
+    error: str | None = None
 
 
 # --------------------------------------------------------------------------------------
@@ -85,10 +97,7 @@ class ImageRef(NamedTuple):
 
 
 def _scheme(uri: str) -> str:
-    uri = os.fspath(uri)
-    if "://" not in uri and not uri.startswith("file:"):
-        return ""
-    return urlsplit(uri).scheme.lower()
+    return _uri.scheme(uri)  # literal: never decodes, '#' and '?' are part of names
 
 
 def is_arrow_uri(uri: str, force: bool = False) -> bool:
@@ -167,40 +176,34 @@ def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:
     uri = os.fspath(uri)
     scheme = _scheme(uri)
     if scheme in ("s3", "s3a", "gs", "gcs"):
-        parts = urlsplit(uri)
-        bucket = parts.netloc
+        _, bucket, key = _uri.split_uri(uri)
         if not bucket:
             raise ValueError(f"{uri!r} has no bucket name (expected {scheme}://BUCKET/KEY)")
-        path = (bucket + "/" + parts.path.lstrip("/")).rstrip("/")
+        path = (bucket + "/" + key.lstrip("/")).rstrip("/")
         if scheme in ("s3", "s3a"):
             return _s3_filesystem(bucket), path
         return _gcs_filesystem(), path
-    if scheme == "file":
-        parts = urlsplit(uri)
-        local = parts.path or "/"
-        if parts.netloc not in ("", "localhost"):
-            raise ValueError(f"{uri!r}: file URIs with a host are not supported")
-        return pafs.LocalFileSystem(), os.path.abspath(local)
-    if scheme:
+    if scheme and scheme != "file":
         raise ValueError(
             f"unsupported URI scheme {scheme!r} in {uri!r}: use s3://, s3a://, gs://, "
             "gcs://, file: or a local path (hdfs:// and others need Spark's own I/O, --io spark)"
         )
-    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
+    return pafs.LocalFileSystem(), _uri.local_path(uri)
 
 
 def _uri_prefix(uri: str) -> str:
-    """What to put before a filesystem path to make a full URI of the same kind."""
+    """What to put before a filesystem path to make a full URI of the same kind
+    (``file:`` + an absolute path for ``file:`` URIs, as Hadoop writes them)."""
     scheme = _scheme(uri)
     if scheme in ARROW_SCHEMES:
         return scheme + "://"
     if scheme == "file":
-        return "file://"
+        return "file:"
     return ""
 
 
 def _join(uri: str, *names: str) -> str:
-    return "/".join([uri.rstrip("/"), *names])
+    return _uri.join(uri, *names)
 
 
 def _not_found(fs: pafs.FileSystem, path: str) -> bool:
@@ -217,6 +220,147 @@ def _hidden(relative: str) -> bool:
     return any(part.startswith(("_", ".")) for part in relative.split("/") if part)
 
 
+def _errno_reason(exc: OSError, path: str) -> str:
+    """A short reason for a failed ``stat``/``open``/``scandir`` of a local path."""
+    if isinstance(exc, FileNotFoundError) and os.path.islink(path):
+        return "dangling symbolic link"
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return exc.strerror or type(exc).__name__
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return "of an unknown type"
+
+
+def _not_regular(mode: int) -> str:
+    return f"not a regular file ({_file_kind(mode)})"
+
+
+def _mtime(st: os.stat_result) -> datetime:
+    return datetime.fromtimestamp(st.st_mtime, tz=timezone.utc)
+
+
+def _label(path: str) -> str:
+    return posixpath.basename(posixpath.dirname(path))
+
+
+def list_local(
+    root: str,
+    extensions: Sequence[str] | None = DEFAULT_EXTENSIONS,
+    hidden: Callable[[str], bool] | None = None,
+) -> list[ImageRef]:
+    """List the image files under the local folder (or file) ``root``, safely.
+
+    Symbolic links to files and folders are followed, but every folder is listed once
+    (by ``(device, inode)``), so link loops end; a file reachable through several
+    paths (links, hard links) is listed once, by its first path in sorted order.
+    Entries that cannot be read get an ``error`` instead of vanishing: a dangling or
+    looping link or a FIFO, socket or device whose name has an image extension, and a
+    subfolder that cannot be listed (permission denied: listed with its own path).
+    Nothing is opened, so a FIFO never blocks. ``hidden(name)`` (default: a name
+    starting with ``_`` or ``.``) skips files and folders. Paths are absolute local
+    paths, sorted.
+
+    Raises:
+        FileNotFoundError: nothing exists at ``root``.
+    """
+    return _scan_local(root, extensions, hidden)[0]
+
+
+def _scan_local(
+    root: str,
+    extensions: Sequence[str] | None = DEFAULT_EXTENSIONS,
+    hidden: Callable[[str], bool] | None = None,
+) -> tuple[list[ImageRef], bool]:
+    """:func:`list_local`, plus whether the tree is plain: only regular files and
+    folders, no symbolic links (then a recursive listing by Hadoop gives the same)."""
+    exts = None if extensions is None else tuple(e.lower() for e in extensions)
+    is_hidden = hidden or (lambda name: name.startswith(("_", ".")))
+    root = os.path.abspath(root)
+    try:
+        top = os.stat(root)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError) and not os.path.islink(root):
+            raise FileNotFoundError(f"no such folder or file: {root}") from exc
+        return [ImageRef(root, _label(root), 0, None, _errno_reason(exc, root))], False
+    if not stat.S_ISDIR(top.st_mode):
+        if stat.S_ISREG(top.st_mode):
+            return [ImageRef(root, _label(root), top.st_size, _mtime(top))], True
+        return [ImageRef(root, _label(root), 0, _mtime(top), _not_regular(top.st_mode))], False
+    plain = True
+
+    found: list[tuple[ImageRef, tuple[int, int] | None]] = []
+    seen_dirs: set[tuple[int, int]] = set()
+    # Folders in path order (a heap): a folder reachable through several paths is
+    # listed through the first one in sorted order, as every child path sorts after
+    # its parent's.
+    pending = [root]
+    while pending:
+        folder = heapq.heappop(pending)
+        try:
+            st = os.stat(folder)
+            ident = (st.st_dev, st.st_ino)
+            if ident in seen_dirs:
+                continue
+            seen_dirs.add(ident)
+            with os.scandir(folder) as it:
+                entries = sorted((entry.name, entry.is_symlink()) for entry in it)
+        except OSError as exc:
+            reason = _errno_reason(exc, folder)
+            error = f"folder not listed: {reason}"
+            found.append((ImageRef(folder, _label(folder), 0, None, error), None))
+            plain = False
+            continue
+        for name, link in entries:
+            if is_hidden(name):
+                continue
+            plain = plain and not link
+            path = posixpath.join(folder, name)
+            wanted = exts is None or name.lower().endswith(exts)
+            try:
+                st = os.stat(path)  # follows links; never opens (a FIFO cannot block)
+            except OSError as exc:
+                if wanted:
+                    ref = ImageRef(path, _label(path), 0, None, _errno_reason(exc, path))
+                    found.append((ref, None))
+                plain = False
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                heapq.heappush(pending, path)
+            elif wanted:
+                if stat.S_ISREG(st.st_mode):
+                    ref = ImageRef(path, _label(path), st.st_size, _mtime(st))
+                    found.append((ref, (st.st_dev, st.st_ino)))
+                else:
+                    ref = ImageRef(path, _label(path), 0, _mtime(st), _not_regular(st.st_mode))
+                    found.append((ref, None))
+            if not stat.S_ISDIR(st.st_mode) and not stat.S_ISREG(st.st_mode):
+                plain = False
+    found.sort(key=lambda item: item[0].path)
+    refs: list[ImageRef] = []
+    seen_files: set[tuple[int, int]] = set()
+    for ref, ident in found:
+        if ident is not None:
+            if ident in seen_files:
+                plain = False  # Hadoop would list it twice
+                continue
+            seen_files.add(ident)
+        refs.append(ref)
+    return refs, plain
+
+
 def list_images(uri: str, extensions: Sequence[str] | None = DEFAULT_EXTENSIONS) -> list[ImageRef]:
     """List image files under ``uri`` (recursively), sorted by path.
 
@@ -224,14 +368,26 @@ def list_images(uri: str, extensions: Sequence[str] | None = DEFAULT_EXTENSIONS)
     keeps every file), zero-byte files included (they become per-row ``empty`` errors
     later). Files and folders whose name starts with ``_`` or ``.`` are skipped, as
     Spark does. ``label`` is the name of the file's parent folder; ``path`` is a full
-    URI of the same kind as ``uri`` (``s3a://`` stays ``s3a://``). A ``uri`` naming
-    one file gives that file.
+    URI of the same kind as ``uri`` (``s3a://`` stays ``s3a://``, a ``file:`` URI gives
+    ``file:/absolute/path``, a local path gives absolute paths), built literally: a
+    name with ``#``, ``?``, ``%``, spaces or newlines is kept as it is (see
+    :mod:`fruitlens._uri`). A ``uri`` naming one file gives that file.
+
+    Local folders are listed by :func:`list_local`: links are followed without loops,
+    each file is listed once, and unreadable entries (dangling links, FIFOs, folders
+    that cannot be listed) come with an ``error``.
 
     Raises:
         FileNotFoundError: nothing exists at ``uri``.
     """
     fs, root = filesystem_for(uri)
     prefix = _uri_prefix(uri)
+    if isinstance(fs, pafs.LocalFileSystem):
+        try:
+            local = list_local(root, extensions)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"no such folder, prefix or file: {uri}") from exc
+        return [r._replace(path=prefix + r.path) for r in local]
     exts = None if extensions is None else tuple(e.lower() for e in extensions)
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
@@ -252,15 +408,56 @@ def list_images(uri: str, extensions: Sequence[str] | None = DEFAULT_EXTENSIONS)
             continue
         if exts is not None and info.type != pafs.FileType.File and not path.lower().endswith(exts):
             continue
-        label = posixpath.basename(posixpath.dirname(path))
-        refs.append(ImageRef(prefix + path, label, int(item.size or 0), item.mtime))
+        refs.append(ImageRef(prefix + path, _label(path), int(item.size or 0), item.mtime))
     refs.sort(key=lambda r: r.path)
     return refs
+
+
+#: How a local file is opened: never blocks (a FIFO), never becomes a controlling tty.
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+def _read_local(uri: str, path: str, max_bytes: int | None) -> tuple[bytes | None, str | None]:
+    """Read a local regular file; anything else (FIFO, device, folder, dangling link)
+    is an ``unreadable`` error, found by ``stat`` before opening, so nothing blocks."""
+    try:
+        st = os.stat(path)
+        if stat.S_ISREG(st.st_mode):
+            fd = os.open(path, _OPEN_FLAGS)
+        elif stat.S_ISDIR(st.st_mode):  # a folder list_local could not list
+            try:
+                with os.scandir(path):
+                    pass
+            except OSError as exc:
+                return None, f"unreadable: {uri}: folder not listed: {_errno_reason(exc, path)}"
+            return None, f"unreadable: {uri}: {_not_regular(st.st_mode)}"
+        else:
+            return None, f"unreadable: {uri}: {_not_regular(st.st_mode)}"
+    except OSError as exc:
+        return None, f"unreadable: {uri}: {_errno_reason(exc, path)}"
+    with open(fd, "rb", closefd=True) as handle:
+        st = os.fstat(fd)  # the file opened, should it have been swapped since stat
+        if not stat.S_ISREG(st.st_mode):
+            return None, f"unreadable: {uri}: {_not_regular(st.st_mode)}"
+        if max_bytes is not None and st.st_size > max_bytes:
+            return None, (
+                f"too_many_bytes: {uri} is {st.st_size} bytes, more than the limit of "
+                f"{max_bytes} bytes"
+            )
+        return handle.read(), None
 
 
 def _read_one(uri: str, max_bytes: int | None) -> tuple[bytes | None, str | None]:
     try:
         fs, path = filesystem_for(uri)
+        if isinstance(fs, pafs.LocalFileSystem):
+            return _read_local(uri, path, max_bytes)
         with fs.open_input_file(path) as handle:
             size = handle.size()
             if max_bytes is not None and size > max_bytes:
@@ -418,24 +615,6 @@ def remove(uri: str) -> bool:
 # --------------------------------------------------------------------------------------
 
 
-def _iter_batches(data: TableLike) -> Iterator[pa.RecordBatch]:
-    if isinstance(data, pa.Table):
-        yield from data.to_batches()
-    elif isinstance(data, pa.RecordBatch):
-        yield data
-    else:
-        for item in data:
-            if isinstance(item, pa.Table):
-                yield from item.to_batches()
-            else:
-                yield item
-
-
-def _visible_entries(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
-    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-    return [i for i in infos if not posixpath.basename(i.path).startswith(("_", "."))]
-
-
 def write_parquet_atomic(
     data: TableLike,
     uri: str,
@@ -448,129 +627,32 @@ def write_parquet_atomic(
     """Write Arrow data as a Parquet dataset at ``uri`` so that it appears all at once.
 
     ``data`` is a table, a record batch or any iterable of them (streamed: only one
-    batch is held at a time). Steps:
-
-    1. parts are written to the hidden staging folder ``URI/_temporary/<uuid>/``
-       (``rows_per_file`` rows each, with the schema of the first batch; later batches
-       are cast to it; an input without rows gives one empty part when the schema is
-       known from a batch or ``schema``);
-    2. with ``overwrite``, the visible entries already at ``URI`` are deleted, only now,
-       after every part has been written;
-    3. each part is moved to ``URI/part-NNNNN-<uuid>.parquet`` (a rename locally; a
-       copy + delete on S3);
-    4. ``URI/_SUCCESS`` is written and the staging folder removed.
-
-    Guarantee: if writing fails (an exception in ``data``, the store, …), the staging
-    folder and any parts already published by this call are removed and the error is
-    raised again; no ``_SUCCESS`` is written. An existing output is kept intact unless
-    the failure happens during step 3 of an overwrite. Readers that skip ``_``-prefixed
-    paths (Spark, pyarrow.dataset, pandas) never see staged parts; a reader that lists
-    ``URI`` while step 3 runs may see a subset of the parts, so consumers that need
-    all-or-nothing must wait for ``_SUCCESS``. A process killed during step 3 can leave
-    published parts without ``_SUCCESS``.
+    batch is held at a time; ``rows_per_file`` rows per part, later batches cast to
+    the first one's schema; an input without rows gives one empty part when the schema
+    is known from a batch or ``schema``). The output is a fruitlens output committed by
+    a ``_SUCCESS`` manifest written last (see :mod:`fruitlens.output` for the protocol:
+    a staged folder swapped in locally; new part names plus one manifest PUT on object
+    stores). At every moment ``uri`` holds the complete previous output or the complete
+    new one; on an error, what this call wrote is removed and the error raised again.
 
     Raises:
-        FileExistsError: ``URI`` already holds data and ``overwrite`` is False.
+        OutputError: ``uri`` holds data and ``overwrite`` is False, or holds data that
+            is not a fruitlens output (never replaced), or is a bucket root.
 
     Returns the URIs of the published parts.
     """
+    from .output import OutputTarget
+
     if rows_per_file < 1:
         raise ValueError(f"rows_per_file must be at least 1, got {rows_per_file}")
-    fs, root = filesystem_for(uri)
-    if not overwrite and _visible_entries(fs, root):
-        raise FileExistsError(
-            f"output {uri} already exists and is not empty: remove it, or overwrite it "
-            "(--overwrite)"
+    target = OutputTarget(uri)
+    target.prepare(overwrite=overwrite)
+    try:
+        names = target.write_parquet(
+            data, schema=schema, rows_per_file=rows_per_file, compression=compression
         )
-    job = uuid.uuid4().hex
-    staging = posixpath.join(root, STAGING_DIR, job)
-    if isinstance(fs, pafs.LocalFileSystem):
-        fs.create_dir(staging, recursive=True)
-    staged: list[str] = []
-    published: list[str] = []
-    try:
-        writer: pq.ParquetWriter | None = None
-        rows_in_file = 0
-
-        def open_writer(sch: pa.Schema) -> pq.ParquetWriter:
-            name = f"part-{len(staged):05d}-{job}.parquet"
-            staged.append(name)
-            # dictionary-encode the short string columns only, not float lists
-            lists = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
-            dictionary = [f.name for f in sch if not any(is_(f.type) for is_ in lists)]
-            return pq.ParquetWriter(
-                posixpath.join(staging, name),
-                sch,
-                filesystem=fs,
-                compression=compression,
-                use_dictionary=dictionary,
-            )
-
-        file_schema: pa.Schema | None = None
-        try:
-            for batch in _iter_batches(data):
-                if file_schema is None:
-                    file_schema = batch.schema
-                elif not batch.schema.equals(file_schema):
-                    if batch.num_rows == 0:
-                        continue
-                    # e.g. a nullability that differs between partitions
-                    batch = pa.Table.from_batches([batch]).cast(file_schema).to_batches()[0]
-                offset = 0
-                while offset < batch.num_rows:
-                    if writer is None:
-                        writer = open_writer(file_schema)
-                        rows_in_file = 0
-                    take = min(batch.num_rows - offset, rows_per_file - rows_in_file)
-                    writer.write_batch(batch.slice(offset, take))
-                    offset += take
-                    rows_in_file += take
-                    if rows_in_file >= rows_per_file:
-                        writer.close()
-                        writer = None
-            if writer is None and not staged and (file_schema or schema) is not None:
-                writer = open_writer(file_schema or schema)
-        finally:
-            if writer is not None:
-                writer.close()
-
-        if overwrite:
-            for entry in _visible_entries(fs, root):
-                if entry.type == pafs.FileType.Directory:
-                    fs.delete_dir(entry.path)
-                else:
-                    fs.delete_file(entry.path)
-            success = posixpath.join(root, SUCCESS_FILE)
-            if not _not_found(fs, success):
-                fs.delete_file(success)
-        for name in staged:
-            _publish(fs, posixpath.join(staging, name), posixpath.join(root, name))
-            published.append(name)
-        with fs.open_output_stream(posixpath.join(root, SUCCESS_FILE)) as out:
-            out.write(b"")
+        target.commit()
     except BaseException:
-        for name in published:
-            try:
-                fs.delete_file(posixpath.join(root, name))
-            except OSError:
-                pass
-        _cleanup_staging(fs, root, staging)
+        target.abort()
         raise
-    _cleanup_staging(fs, root, staging)
-    return [_join(uri, name) for name in published]
-
-
-def _publish(fs: pafs.FileSystem, src: str, dest: str) -> None:
-    fs.move(src, dest)  # a rename locally; a copy + delete on S3
-
-
-def _cleanup_staging(fs: pafs.FileSystem, root: str, staging: str) -> None:
-    try:
-        if not _not_found(fs, staging):
-            fs.delete_dir(staging)
-        parent = posixpath.join(root, STAGING_DIR)
-        info = fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
-        if not info and not _not_found(fs, parent):
-            fs.delete_dir(parent)
-    except OSError:
-        pass
+    return [_join(uri, name) for name in names]

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import threading
-import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import pyarrow as pa
 
+from . import _uri
 from ._core import DEFAULT_BATCH_SIZE
 from ._errors import FruitlensError, ModelError, PCAError
 
@@ -92,13 +93,9 @@ def _input_paths(path: str | os.PathLike[str] | Sequence[str], caller: str) -> l
 
 
 def _local_path(path: str) -> str | None:
-    """The local filesystem path of ``path`` if it is local (no scheme or ``file:``)."""
-    parsed = urllib.parse.urlparse(path)
-    if parsed.scheme == "file":
-        return urllib.parse.unquote(parsed.path)
-    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
-        return path
-    return None
+    """The absolute local path of ``path`` if it is local (no scheme or ``file:``),
+    taken literally (never percent-decoded; see :mod:`fruitlens._uri`)."""
+    return _uri.local_path(path) if _uri.is_local(path) else None
 
 
 def _hidden(name: str) -> bool:
@@ -106,48 +103,67 @@ def _hidden(name: str) -> bool:
     return name.startswith(("_", ".")) or name.endswith("._COPYING_")
 
 
-def _local_empty_files(root: str, extensions: Sequence[str]) -> list[tuple[str, datetime, str]]:
-    """Zero-byte image files under ``root`` (which ``binaryFile`` skips).
+_HADOOP_GLOB_CHARS = frozenset("{}[]*?\\")
 
-    Returns ``(path as Spark writes it, modification time, parent folder name)``.
+
+def _hadoop_literal(uri: str) -> str:
+    """``uri`` escaped so that Hadoop's glob expansion (which Spark applies to every
+    input path) matches exactly that name: ``{}[]*?\\`` get a backslash."""
+    return "".join("\\" + c if c in _HADOOP_GLOB_CHARS else c for c in uri)
+
+
+def _hadoop_glob(spark: SparkSession, pattern: str) -> list[str]:
+    """The local paths that match the Hadoop glob ``pattern`` (a ``file:`` URI), sorted."""
+    sc = spark.sparkContext
+    path = sc._jvm.org.apache.hadoop.fs.Path(pattern)
+    statuses = path.getFileSystem(sc._jsc.hadoopConfiguration()).globStatus(path)
+    if statuses is None:
+        return []
+    return sorted(_uri.local_path(str(st.getPath().toString())) for st in statuses)
+
+
+#: ``(path, modificationTime, length, content, label)``: a zero-byte local file.
+_EmptyRow = tuple[str, Optional[datetime], int, bytes, str]
+
+
+def _local_sources(
+    spark: SparkSession, path: str, local: str, extensions: Sequence[str]
+) -> tuple[list[str], list[_EmptyRow], list[Any]]:
+    """How :func:`read_images` reads the local input ``path`` (``local``: its path):
+    ``(paths for binaryFile, zero-byte rows, refs that fruitlens reads itself)``.
+
+    The input (or each match of a glob) is listed first by ``fruitlens.io``. A plain
+    folder (regular files and folders only, no ``:`` in names) goes to ``binaryFile``
+    as it is, and its zero-byte files (which ``binaryFile`` drops) become rows with
+    empty ``content``. Anything else is listed by fruitlens and read by the tasks
+    (``fruitlens.io.fetch_batches``): Hadoop follows symbolic links into loops and
+    duplicates, opens FIFOs, and fails the job on a file name with ``:`` (its
+    checksum-file path is not a valid URI).
     """
-    exts = {"." + e.lstrip(".").lower() for e in extensions}
-    found: list[tuple[str, datetime, str]] = []
+    from . import io as fl_io
 
-    def consider(file_path: str) -> None:
-        name = os.path.basename(file_path)
-        if _hidden(name) or os.path.splitext(name)[1].lower() not in exts:
-            return
-        try:
-            st = os.stat(file_path)
-        except OSError:
-            return
-        if st.st_size == 0:
-            absolute = os.path.abspath(file_path)
-            found.append(
-                (
-                    "file:" + absolute,  # Hadoop's Path.toString() of a local file
-                    datetime.fromtimestamp(st.st_mtime),
-                    os.path.basename(os.path.dirname(absolute)),
-                )
-            )
-
-    if os.path.isfile(root):
-        consider(root)
-    elif os.path.isdir(root):
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
-            for name in sorted(filenames):
-                consider(os.path.join(dirpath, name))
-    else:  # a glob pattern
-        import glob
-
-        for match in sorted(glob.glob(root)):
-            if os.path.isdir(match):
-                found.extend(_local_empty_files(match, extensions))
-            else:
-                consider(match)
-    return found
+    if os.path.lexists(local):
+        roots = [local]
+    elif any(c in local for c in "*?[{"):
+        roots = _hadoop_glob(spark, "file:" + local)
+        if not roots:
+            raise FruitlensError(f"input path does not exist: {path} (no match for the pattern)")
+    else:
+        raise FruitlensError(f"input path does not exist: {path}")
+    exts = ["." + e.lstrip(".") for e in extensions]
+    sources: list[str] = []
+    empty: list[_EmptyRow] = []
+    fetch: list[Any] = []
+    for root in roots:
+        refs, plain = fl_io._scan_local(root, exts, _hidden)
+        refs = [r._replace(path=_uri.to_uri(r.path)) for r in refs]
+        prefix = len(_uri.to_uri(root))
+        if plain and os.path.isdir(root) and not any(":" in r.path[prefix:] for r in refs):
+            sources.append(_hadoop_literal(_uri.to_uri(root)))
+            empty.extend((r.path, r.modified, 0, b"", r.label) for r in refs if not r.size)
+        else:
+            fetch.extend(refs)
+    return sources, empty, fetch
 
 
 def read_images(
@@ -172,6 +188,16 @@ def read_images(
     Spark's ``binaryFile`` source silently drops zero-byte files; for local paths
     they are listed on the driver and added with empty ``content``, so that
     :func:`featurize` reports them (``error = "empty: ..."``) instead of losing them.
+    Local inputs are listed safely first (``fruitlens.io.list_local``): symbolic links
+    are followed without loops, each file once; dangling links, FIFOs, devices and
+    unreadable folders get a row with null ``content`` and a ``_read_error`` column
+    (which :func:`featurize` folds into ``error``).
+
+    ``path`` is ``file:`` + the literal absolute path for local files (as Hadoop's
+    ``Path.toString()`` writes it; never percent-encoded: ``file:/d/a b#1.jpg``), the
+    same as :func:`list_images` gives; a local input path or ``file:`` URI is literal
+    too (``%20`` is three characters), unless it does not exist and has glob
+    characters (``*?[{``), then it is a Hadoop glob pattern.
 
     Raises:
         FruitlensError: a path does not exist or cannot be listed.
@@ -183,43 +209,62 @@ def read_images(
     # fruitlens.io: object stores that this Spark cannot open (see use_arrow_io)
     if any(use_arrow_io(spark, p, io) for p in paths):
         return read_images_arrow(spark, paths, extensions=extensions)
+    sources: list[str] = []
+    empty: list[_EmptyRow] = []
+    fetch: list[Any] = []
     for p in paths:
-        local = _local_path(p)
-        if local is not None and not any(c in local for c in "*?[{") and not os.path.exists(local):
-            raise FruitlensError(f"input path does not exist: {p}")
-    reader = (
-        spark.read.format("binaryFile")
-        .option("recursiveFileLookup", "true")
-        .option("pathGlobFilter", _case_insensitive_glob(extensions))
+        try:
+            local = _local_path(p)
+        except ValueError as exc:  # file://host/..., file:relative
+            raise FruitlensError(str(exc)) from exc
+        if local is None:
+            sources.append(p)
+        else:
+            more = _local_sources(spark, p, local, extensions)
+            sources.extend(more[0])
+            empty.extend(more[1])
+            fetch.extend(more[2])
+    schema = T.StructType(
+        [
+            T.StructField("path", T.StringType(), False),
+            T.StructField("modificationTime", T.TimestampType(), True),
+            T.StructField("length", T.LongType(), True),
+            T.StructField("content", T.BinaryType(), True),
+            T.StructField("label", T.StringType(), True),
+        ]
     )
-    try:
-        df = reader.load(paths)
-    except Exception as exc:  # AnalysisException: path does not exist / not readable
-        if type(exc).__name__ in ("AnalysisException", "Py4JJavaError", "IllegalArgumentException"):
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise FruitlensError(f"cannot read input {', '.join(paths)}: {first}") from exc
-        raise
-
-    empty_rows: list[tuple[str, datetime, int, bytes, str]] = []
-    for p in paths:
-        local = _local_path(p)
-        if local is not None:
-            for file_path, mtime, label in _local_empty_files(local, extensions):
-                empty_rows.append((file_path, mtime, 0, b"", label))
-
-    df = df.withColumn("label", F.element_at(F.split(F.col("path"), "/"), -2))
-    if empty_rows:
-        schema = T.StructType(
-            [
-                T.StructField("path", T.StringType(), False),
-                T.StructField("modificationTime", T.TimestampType(), True),
-                T.StructField("length", T.LongType(), True),
-                T.StructField("content", T.BinaryType(), True),
-                T.StructField("label", T.StringType(), True),
-            ]
+    frames: list[DataFrame] = []
+    if sources:
+        reader = (
+            spark.read.format("binaryFile")
+            .option("recursiveFileLookup", "true")
+            .option("pathGlobFilter", _case_insensitive_glob(extensions))
         )
-        extra = spark.createDataFrame(empty_rows, schema)
-        df = df.unionByName(extra)
+        try:
+            df = reader.load(sources)
+        except Exception as exc:  # AnalysisException: path does not exist / not readable
+            names = ("AnalysisException", "Py4JJavaError", "IllegalArgumentException")
+            if type(exc).__name__ in names:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                first = first or type(exc).__name__
+                raise FruitlensError(f"cannot read input {', '.join(paths)}: {first}") from exc
+            raise
+        # binaryFile writes Hadoop's Path.toString(): file: + the literal absolute path
+        frames.append(df.withColumn("label", F.element_at(F.split(F.col("path"), "/"), -2)))
+    if empty:
+        frames.append(spark.createDataFrame(empty, schema))
+    if fetch:
+        frames.append(_fetch_frame(_listing_frame(spark, fetch, None, False)))
+    if not frames:
+        frames.append(spark.createDataFrame([], schema))
+    if any(READ_ERROR_COL in f.columns for f in frames):  # featurize folds it into error
+        null = F.lit(None).cast("string")
+        frames = [
+            f if READ_ERROR_COL in f.columns else f.withColumn(READ_ERROR_COL, null) for f in frames
+        ]
+    df = frames[0]
+    for other in frames[1:]:
+        df = df.unionByName(other)
     return df
 
 
@@ -316,8 +361,14 @@ def _model_ref(spark: SparkSession, model: PathLike, ship: bool | None) -> tuple
     source = os.path.abspath(local) if local is not None else model
     key = (id(sc), source)
     if key not in _SHIPPED:
-        sc.addFile(source)
-        _SHIPPED[key] = os.path.basename(urllib.parse.urlparse(source).path or source)
+        if local is not None:  # a percent-encoded file URI: Spark reads '#' as a fragment
+            import pathlib
+
+            sc.addFile(pathlib.Path(source).as_uri())
+            _SHIPPED[key] = os.path.basename(source)
+        else:
+            sc.addFile(source)
+            _SHIPPED[key] = posixpath.basename(_uri.split_uri(source)[2]) or source
     return ("sparkfile", _SHIPPED[key])
 
 
@@ -822,7 +873,7 @@ def spark_can_read(spark: SparkSession, uri: str) -> bool:
     e.g. ``spark.hadoop.fs.s3.impl``, and fails when the class, such as ``hadoop-aws``'s
     ``S3AFileSystem`` or EMRFS's ``EmrFileSystem``, is not on the classpath).
     """
-    scheme = urllib.parse.urlsplit(os.fspath(uri)).scheme.lower() or "file"
+    scheme = _uri.scheme(os.fspath(uri)) or "file"  # literal: "a:b.jpg" is a local name
     key = (spark.sparkContext.applicationId, scheme)
     if key not in _HADOOP_FS:
         try:
@@ -878,26 +929,36 @@ def list_images(
     Raises:
         FruitlensError: a path does not exist or cannot be listed.
     """
-    from pyspark.sql import types as T
-
     from . import io as fl_io
 
     paths = _input_paths(path, "list_images")
     exts = ["." + e.lstrip(".") for e in extensions]
     refs: list[Any] = []
     for p in paths:
-        if any(c in p for c in "*?[{"):
-            raise FruitlensError(f"glob patterns are not supported with --io arrow: {p}")
-        local = _local_path(p) is not None and not p.startswith("file:")
-        try:
+        local = _uri.scheme(p) == ""
+        try:  # paths are literal: glob characters are part of names here
             found = fl_io.list_images(p, exts)
         except FileNotFoundError as exc:
+            if any(c in p for c in "*?[{"):
+                raise FruitlensError(
+                    f"input path does not exist: {p} (glob patterns need Spark's "
+                    "binaryFile reader: --io spark)"
+                ) from exc
             raise FruitlensError(f"input path does not exist: {p}") from exc
         except OSError as exc:
             raise FruitlensError(f"cannot list input {p}: {exc}") from exc
-        if local:  # the same path strings as binaryFile
-            found = [r._replace(path="file:" + r.path) for r in found]
+        if local:  # the same path strings as binaryFile: file: + the absolute path
+            found = [r._replace(path=_uri.to_uri(r.path)) for r in found]
         refs.extend(found)
+    return _listing_frame(spark, refs, partitions, local_relation)
+
+
+def _listing_frame(
+    spark: SparkSession, refs: Sequence[Any], partitions: int | None, local_relation: bool
+) -> DataFrame:
+    """:func:`list_images`' DataFrame of ``fruitlens.io.ImageRef`` s."""
+    from pyspark.sql import types as T
+
     listing = T.StructType(
         [
             T.StructField("path", T.StringType(), False),
@@ -949,9 +1010,14 @@ def read_images_arrow(
     ``"unreadable: ..."`` for an object that could not be fetched), which
     :func:`featurize` folds into its ``error`` column. Zero-byte files are kept.
     """
+    df = list_images(spark, path, extensions=extensions, partitions=partitions)
+    return _fetch_frame(df, max_workers)
+
+
+def _fetch_frame(df: DataFrame, max_workers: int = 16) -> DataFrame:
+    """A listing plus ``content`` and ``_read_error``, fetched by the tasks."""
     from pyspark.sql import types as T
 
-    df = list_images(spark, path, extensions=extensions, partitions=partitions)
     schema = T.StructType(
         [
             *df.schema.fields,
