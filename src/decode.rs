@@ -168,8 +168,26 @@ fn classify(format: ImageFormat, err: image::ImageError) -> DecodeFailure {
 
 /// Decode encoded bytes into an upright RGB8 image, enforcing the limits.
 pub fn decode_rgb8(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage, DecodeFailure> {
-    let mut admission = None;
-    decode_rgb8_admitted(bytes, opts, &mut admission)
+    guarded(bytes, || {
+        let mut admission = None;
+        decode_rgb8_admitted(bytes, opts, &mut admission)
+    })
+}
+
+/// Run the decoding of `bytes` under [`crate::guard::catch`]: a panic in a decoder
+/// (or in colour conversion, EXIF handling, resizing) becomes this image's `internal`
+/// failure, silently; the thread, the batch and the pool carry on.
+fn guarded<T>(
+    bytes: &[u8],
+    f: impl FnOnce() -> Result<T, DecodeFailure>,
+) -> Result<T, DecodeFailure> {
+    crate::guard::catch(f).unwrap_or_else(|panic| {
+        let format = image::guess_format(bytes).map_or("unknown format", format_name);
+        Err(fail(
+            Kind::Internal,
+            format!("the decoder failed unexpectedly ({format}): {panic}"),
+        ))
+    })
 }
 
 /// [`decode_rgb8`], leaving in `admission` the large-image guard (if the image needed
@@ -222,6 +240,62 @@ fn decode_rgb8_admitted(
         });
     }
 
+    if format == ImageFormat::Gif {
+        // The first frame, composed as Pillow does (see `crate::gif_frame`). The screen
+        // size is checked before the frames are parsed.
+        let screen = |o: usize| {
+            bytes
+                .get(o..o + 2)
+                .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]))
+        };
+        let check = |w: u32, h: u32| {
+            let pixels = u64::from(w) * u64::from(h);
+            if pixels > opts.max_pixels {
+                return Err(fail(
+                    Kind::TooManyPixels,
+                    format!(
+                        "GIF header declares {w}×{h} = {pixels} pixels, above the budget of {} (raise max_pixels to accept it)",
+                        opts.max_pixels
+                    ),
+                ));
+            }
+            Ok(pixels)
+        };
+        check(u32::from(screen(6)), u32::from(screen(8)))?;
+        let (w, h) = crate::gif_frame::canvas_size(bytes)?;
+        let pixels = check(w, h)?;
+        *admission = admit(pixels);
+        return crate::gif_frame::decode_first_frame(bytes, alloc_limit(pixels));
+    }
+    let one_plane: Vec<u8>;
+    let bytes = match format {
+        ImageFormat::Bmp => match crate::bmp::with_one_plane(bytes) {
+            Some(b) => {
+                one_plane = b;
+                &one_plane[..]
+            }
+            None => bytes,
+        },
+        _ => bytes,
+    };
+    if format == ImageFormat::Bmp && crate::bmp::rle_kind(bytes).is_some() {
+        // RLE bitmaps: decoded as Pillow does (see `crate::bmp`).
+        let header = crate::bmp::rle_header(bytes)?;
+        let (w, h) = (header.width, header.height);
+        let pixels = u64::from(w) * u64::from(h);
+        if pixels > opts.max_pixels {
+            return Err(fail(
+                Kind::TooManyPixels,
+                format!(
+                    "BMP header declares {w}×{h} = {pixels} pixels, above the budget of {} (raise max_pixels to accept it)",
+                    opts.max_pixels
+                ),
+            ));
+        }
+        *admission = admit(pixels);
+        return crate::bmp::decode_rle(bytes, &header);
+    }
+
     // Pillow accepts a PNG whose IEND chunk is missing (e.g. cut right after the last
     // IDAT); the png crate insists on one. Supply it: if the pixel data is incomplete
     // the zlib stream still is, and that stays an error.
@@ -231,6 +305,19 @@ fn decode_rgb8_admitted(
         &patched[..]
     } else {
         bytes
+    };
+    // A grey or RGB PNG with a tRNS colour key: Pillow opens it as L / RGB (the key
+    // only in `info`), so its pipeline keeps those pixels opaque. So do we.
+    let keyless: Vec<u8>;
+    let bytes = match format {
+        ImageFormat::Png => match png_without_colour_key(bytes) {
+            Some(b) => {
+                keyless = b;
+                &keyless[..]
+            }
+            None => bytes,
+        },
+        _ => bytes,
     };
 
     // Header-phase limits: what a decoder may allocate before we know the dimensions
@@ -268,15 +355,102 @@ fn decode_rgb8_admitted(
     limits.max_image_height = Some(h);
     limits.max_alloc = Some(alloc_limit(pixels));
     *admission = admit(pixels);
+    if format == ImageFormat::Tiff && crate::tiff_planar::is_tiled_planar(bytes) {
+        // The `tiff` crate cannot read these whole (see the module).
+        let (mut img, orientation) = crate::tiff_planar::decode(bytes, alloc_limit(pixels))?;
+        if tiff_associated_alpha(bytes) {
+            img = unpremultiply_like_pillow(img);
+        }
+        img.apply_orientation(orientation);
+        return Ok(to_rgb8_on_white(img));
+    }
     decoder
         .set_limits(limits)
         .map_err(|e| classify(format, e))?;
-    let orientation = decoder.orientation().ok();
+    // PNG and WebP: where Pillow finds it (see `crate::orientation`); TIFF: its own tag.
+    let orientation = match format {
+        ImageFormat::Png => Some(crate::orientation::png(bytes)),
+        ImageFormat::WebP => Some(crate::orientation::webp(bytes)),
+        _ => decoder.orientation().ok(),
+    };
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| classify(format, e))?;
+    if format == ImageFormat::Tiff && tiff_associated_alpha(bytes) {
+        img = unpremultiply_like_pillow(img);
+    }
+    if format == ImageFormat::Bmp
+        && img.color().has_alpha()
+        && !crate::bmp::pillow_keeps_alpha(bytes)
+    {
+        // Pillow ignores these alpha bits (see `crate::bmp`).
+        img = DynamicImage::ImageRgb8(img.to_rgb8());
+    }
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
     Ok(to_rgb8_on_white(img))
+}
+
+/// Whether a TIFF's extra sample is associated (premultiplied) alpha (ExtraSamples = 1).
+fn tiff_associated_alpha(bytes: &[u8]) -> bool {
+    tiff::decoder::Decoder::new(Cursor::new(bytes))
+        .ok()
+        .and_then(|mut d| {
+            d.find_tag_unsigned_vec::<u16>(tiff::tags::Tag::ExtraSamples)
+                .ok()
+                .flatten()
+        })
+        .is_some_and(|v| v.first() == Some(&1))
+}
+
+/// Premultiplied RGBA → straight RGBA8 as Pillow's `RGBa` / `RGBa;16` unpackers do it
+/// (16-bit samples keep their high byte; `c * 255 / a` truncated and clipped; a
+/// transparent pixel becomes all zero). Other images are returned unchanged.
+fn unpremultiply_like_pillow(img: DynamicImage) -> DynamicImage {
+    let rgba = match img {
+        DynamicImage::ImageRgba8(rgba) => rgba,
+        DynamicImage::ImageRgba16(rgba) => {
+            let (w, h) = rgba.dimensions();
+            let raw = rgba.as_raw().iter().map(|&v| high_byte(v)).collect();
+            image::RgbaImage::from_raw(w, h, raw).expect("same dimensions")
+        }
+        other => return other,
+    };
+    let mut rgba = rgba;
+    for px in rgba.pixels_mut() {
+        let a = u32::from(px.0[3]);
+        px.0 = match a {
+            0 => [0; 4],
+            255 => px.0,
+            _ => {
+                let un = |c: u8| (u32::from(c) * 255 / a).min(255) as u8;
+                [un(px.0[0]), un(px.0[1]), un(px.0[2]), px.0[3]]
+            }
+        };
+    }
+    DynamicImage::ImageRgba8(rgba)
+}
+
+/// The PNG without its tRNS chunk when the image is grey or RGB (colour types 0 and 2,
+/// where tRNS is a colour key); `None` when there is nothing to remove.
+fn png_without_colour_key(bytes: &[u8]) -> Option<Vec<u8>> {
+    // Signature, then IHDR: length, "IHDR", width, height, depth, colour type.
+    if bytes.get(12..16)? != b"IHDR" || !matches!(bytes.get(25)?, 0 | 2) {
+        return None;
+    }
+    let mut at = 8usize;
+    while let Some(head) = bytes.get(at..at + 8) {
+        let len = u32::from_be_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+        let end = at.checked_add(12)?.checked_add(len)?;
+        if &head[4..8] == b"tRNS" {
+            let end = end.min(bytes.len());
+            return Some([&bytes[..at], &bytes[end..]].concat());
+        }
+        if &head[4..8] == b"IDAT" {
+            return None; // tRNS must come before the image data
+        }
+        at = end;
+    }
+    None
 }
 
 /// Composite `c` over opaque white with straight alpha `a` (both 8-bit), exactly as
@@ -393,14 +567,16 @@ pub fn preprocess_into(
         opts.tensor_len(),
         "output slice has the wrong length"
     );
-    let mut admission = None;
-    let rgb = decode_rgb8_admitted(bytes, opts, &mut admission)?;
-    let resized = resize::resize_rgb8(&rgb, opts.size, opts.size);
-    // The full-size pixels go before the large-image gate opens for the next one.
-    drop(rgb);
-    drop(admission);
-    normalize_into(resized.as_raw(), out);
-    Ok(())
+    guarded(bytes, || {
+        let mut admission = None;
+        let rgb = decode_rgb8_admitted(bytes, opts, &mut admission)?;
+        let resized = resize::resize_rgb8(&rgb, opts.size, opts.size);
+        // The full-size pixels go before the large-image gate opens for the next one.
+        drop(rgb);
+        drop(admission);
+        normalize_into(resized.as_raw(), out);
+        Ok(())
+    })
 }
 
 /// Decode a batch in parallel (on the current rayon pool) into `out`, which holds
@@ -703,6 +879,117 @@ mod tests {
         assert_eq!(alloc_limit(0), 64 << 20);
         assert_eq!(alloc_limit(1_000), 16_000 + (64 << 20));
         assert_eq!(alloc_limit(u64::MAX), alloc_limit(1 << 28));
+    }
+
+    #[test]
+    fn a_decoder_panic_is_this_images_internal_error() {
+        let png = encode(&DynamicImage::ImageRgb8(gradient(4, 4)), ImageFormat::Png);
+        let err = guarded(&png, || -> Result<(), DecodeFailure> {
+            panic!("assertion failed: buf.len() >= n")
+        })
+        .unwrap_err();
+        assert_eq!(err.kind, Kind::Internal);
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "internal: the decoder failed unexpectedly (PNG): assertion failed: buf.len() >= n (at "
+            ),
+            "{text}"
+        );
+        let err = guarded(b"??", || -> Result<(), DecodeFailure> { panic!("x") }).unwrap_err();
+        assert!(err.detail.contains("(unknown format): x"), "{err}");
+        // The same thread decodes normally afterwards.
+        assert!(decode_rgb8(&png, &DecodeOptions::new(4)).is_ok());
+    }
+
+    #[test]
+    fn tiled_tiffs_with_separate_planes_decode_instead_of_panicking() {
+        let (w, h) = (40, 19);
+        let plane = |f: fn(u32, u32) -> u16| -> Vec<u16> {
+            (0..h).flat_map(|y| (0..w).map(move |x| f(x, y))).collect()
+        };
+        let (r, g, b) = (
+            plane(|x, _| (x * 6) as u16),
+            plane(|_, y| (y * 13) as u16),
+            plane(|x, y| ((x * y) % 256) as u16),
+        );
+        let bytes = crate::tiff_planar::tests::tiled_planar_tiff(
+            w,
+            h,
+            16,
+            16,
+            8,
+            &[r.clone(), g.clone(), b.clone()],
+        );
+        let rgb = decode_rgb8(&bytes, &DecodeOptions::new(8)).unwrap();
+        for (x, y, p) in rgb.enumerate_pixels() {
+            let i = (y * w + x) as usize;
+            assert_eq!(p.0, [r[i] as u8, g[i] as u8, b[i] as u8]);
+        }
+        let opts = DecodeOptions::new(8);
+        let mut out = vec![0f32; 2 * opts.tensor_len()];
+        let errs = decode_batch(
+            &[Some(&bytes), Some(&bytes[..bytes.len() / 3])],
+            &opts,
+            &mut out,
+        );
+        assert!(errs[0].is_none());
+        assert_ne!(errs[1].as_ref().unwrap().kind, Kind::Internal);
+    }
+
+    #[test]
+    fn webp_exif_with_the_exif_prefix_is_applied() {
+        // 2×1: red, blue. Orientation 3 (rotate 180°) → blue, red.
+        let img = DynamicImage::ImageRgb8(ImageBuffer::from_fn(2, 1, |x, _| {
+            if x == 0 {
+                Rgb([255, 0, 0])
+            } else {
+                Rgb([0, 0, 255])
+            }
+        }));
+        let mut webp = encode(&img, ImageFormat::WebP);
+        let mut exif =
+            b"Exif\0\0II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0\x03\0\0\0\0\0\0\0".to_vec();
+        if exif.len() % 2 == 1 {
+            exif.push(0);
+        }
+        webp.extend_from_slice(b"EXIF");
+        webp.extend_from_slice(&(exif.len() as u32).to_le_bytes());
+        webp.extend_from_slice(&exif);
+        let riff_len = (webp.len() - 8) as u32;
+        webp[4..8].copy_from_slice(&riff_len.to_le_bytes());
+        let rgb = decode_rgb8(&webp, &DecodeOptions::new(2)).unwrap();
+        assert_eq!(rgb.get_pixel(0, 0).0, [0, 0, 255]);
+        assert_eq!(rgb.get_pixel(1, 0).0, [255, 0, 0]);
+    }
+
+    #[test]
+    fn colour_key_png_stays_opaque_like_pillow() {
+        let img = DynamicImage::ImageRgb8(ImageBuffer::from_pixel(3, 3, Rgb([10u8, 20, 30])));
+        let png = encode(&img, ImageFormat::Png);
+        // Insert tRNS (key = the only colour) after IHDR (8 + 25 bytes).
+        let mut key = vec![0, 0, 0, 6, b't', b'R', b'N', b'S', 0, 10, 0, 20, 0, 30];
+        key.extend_from_slice(&[0; 4]);
+        let keyed = [&png[..33], &key[..], &png[33..]].concat();
+        assert!(png_without_colour_key(&keyed).is_some());
+        // (CRC of the inserted chunk is wrong on purpose: it is removed before decoding.)
+        let rgb = decode_rgb8(&keyed, &DecodeOptions::new(3)).unwrap();
+        assert!(rgb.pixels().all(|p| p.0 == [10, 20, 30]));
+    }
+
+    #[test]
+    fn premultiplied_tiff_alpha_is_undone_like_pillow() {
+        let img = DynamicImage::ImageRgba8(ImageBuffer::from_fn(3, 1, |x, _| match x {
+            0 => Rgba([100u8, 50, 0, 128]),
+            1 => Rgba([9, 9, 9, 0]),
+            _ => Rgba([200, 100, 0, 255]),
+        }));
+        let DynamicImage::ImageRgba8(out) = unpremultiply_like_pillow(img) else {
+            panic!("RGBA8 expected")
+        };
+        assert_eq!(out.get_pixel(0, 0).0, [199, 99, 0, 128]); // 100*255/128 = 199
+        assert_eq!(out.get_pixel(1, 0).0, [0, 0, 0, 0]);
+        assert_eq!(out.get_pixel(2, 0).0, [200, 100, 0, 255]);
     }
 
     #[test]

@@ -86,13 +86,15 @@ fn environment() -> Result<&'static Environment> {
 }
 
 /// The number of threads to use when the caller does not say: `OMP_NUM_THREADS` if
-/// set (Spark sets it from `spark.task.cpus`), else the machine's CPU count.
+/// set (Spark sets it from `spark.task.cpus`), else the machine's CPU count; never
+/// more than [`crate::limits::max_threads`].
 pub fn default_threads() -> usize {
     std::env::var("OMP_NUM_THREADS")
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&n| n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+        .min(crate::limits::max_threads())
 }
 
 /// What the model takes and gives, read from the ONNX graph.
@@ -148,6 +150,7 @@ fn inspect(session: &Session, path: &Path) -> Result<ModelInfo> {
         || in_dims.len() != 4
         || in_dims[3] != 3
         || in_dims[1] <= 0
+        || in_dims[1] > i64::from(crate::limits::MAX_SIZE)
         || in_dims[1] != in_dims[2]
     {
         return Err(bad(format!(
@@ -193,13 +196,17 @@ pub struct Embedder {
 }
 
 impl Embedder {
-    /// Load the model (and ONNX Runtime, if not yet loaded). `threads = None` means
-    /// [`default_threads`].
+    /// Load the model (and ONNX Runtime, if not yet loaded). `threads = None` (or 0)
+    /// means [`default_threads`]; more than [`crate::limits::max_threads`] is refused.
     pub fn new(
         model_path: impl AsRef<Path>,
         threads: Option<usize>,
         runtime: Option<&Path>,
     ) -> Result<Self> {
+        let threads = match threads {
+            Some(t) if t > 0 => crate::limits::check_threads(t)?,
+            _ => default_threads(),
+        };
         let model_path = model_path.as_ref().to_path_buf();
         if !model_path.is_file() {
             return Err(Error::Model(format!(
@@ -209,7 +216,6 @@ impl Embedder {
             )));
         }
         init_runtime(runtime)?;
-        let threads = threads.filter(|&t| t > 0).unwrap_or_else(default_threads);
         let state = Self::build_state(&model_path, threads)?;
         let info = inspect(&state.session, &model_path)?;
         Ok(Self {
@@ -311,8 +317,8 @@ impl Embedder {
         }
         let n = x.len() / per;
         let d = self.info.output_dim;
-        let mut out = vec![0f32; n * d];
-        let batch = batch_size.max(1);
+        let mut out = crate::limits::zeroed_f32(n.saturating_mul(d), "the features")?;
+        let batch = batch_size.clamp(1, n.max(1));
         self.with_state(|state| {
             for (xc, oc) in x.chunks(batch * per).zip(out.chunks_mut(batch * d)) {
                 self.run_session(state, xc, xc.len() / per, oc)?;
@@ -346,9 +352,9 @@ impl Embedder {
         let per = opts.tensor_len();
         let d = self.info.output_dim;
         let n = inputs.len();
-        let mut features = vec![0f32; n * d];
+        let mut features = crate::limits::zeroed_f32(n.saturating_mul(d), "the features")?;
         let mut errors: Vec<Option<DecodeFailure>> = Vec::with_capacity(n);
-        let batch = batch_size.max(1);
+        let batch = batch_size.clamp(1, n.max(1));
         self.with_state(|state| {
             let pool = Arc::clone(&state.pool);
             let decode_chunk = |chunk: &[Option<&[u8]>]| {
@@ -444,6 +450,19 @@ mod tests {
     #[test]
     fn default_threads_is_positive() {
         assert!(default_threads() >= 1);
+        assert!(default_threads() <= crate::limits::max_threads());
+    }
+
+    #[test]
+    fn too_many_threads_are_refused_before_anything_loads() {
+        let err = Embedder::new("/nonexistent/model.onnx", Some(100_000), None)
+            .err()
+            .expect("must fail");
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert!(
+            err.to_string().contains("threads must be between 1 and"),
+            "{err}"
+        );
     }
 
     #[test]

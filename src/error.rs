@@ -24,6 +24,9 @@ pub enum DecodeErrorKind {
     Truncated,
     /// The image data is damaged.
     Corrupt,
+    /// A decoder failed unexpectedly (a caught panic): a bug to report, not a property
+    /// of the image. The detail names the format and the panic message.
+    Internal,
 }
 
 impl DecodeErrorKind {
@@ -38,6 +41,7 @@ impl DecodeErrorKind {
             DecodeErrorKind::Unsupported => "unsupported",
             DecodeErrorKind::Truncated => "truncated",
             DecodeErrorKind::Corrupt => "corrupt",
+            DecodeErrorKind::Internal => "internal",
         }
     }
 }
@@ -88,6 +92,13 @@ pub enum Error {
     /// A caller passed an argument outside its domain.
     #[error("{0}")]
     InvalidArgument(String),
+    /// fruitlens failed unexpectedly (a caught panic outside the per-image decode): a
+    /// bug to report.
+    #[error("internal error: fruitlens failed unexpectedly ({0}); please report it")]
+    Internal(String),
+    /// A buffer the arguments call for cannot be allocated.
+    #[error("{0}")]
+    OutOfMemory(String),
     /// Reading or writing a file failed.
     #[error("{context}: {source}")]
     Io {

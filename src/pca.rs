@@ -105,7 +105,10 @@ impl PcaStats {
                 other.dim, self.dim
             )));
         }
-        self.count += other.count;
+        self.count = self
+            .count
+            .checked_add(other.count)
+            .ok_or_else(|| Error::Pca("cannot merge statistics: the row count overflows".into()))?;
         for (a, b) in self.sum.iter_mut().zip(&other.sum) {
             *a += b;
         }
@@ -160,6 +163,12 @@ impl PcaStats {
             return Err(bad("wrong header"));
         }
         let d = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
+        if d == 0 || d > crate::limits::MAX_PCA_DIM {
+            return Err(bad(&format!(
+                "dimension {d} is not between 1 and {}",
+                crate::limits::MAX_PCA_DIM
+            )));
+        }
         let count = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
         let expected = 20 + 8 * (d + d * (d + 1) / 2);
         if bytes.len() != expected {
@@ -425,6 +434,25 @@ mod tests {
                 assert!((cov[(i, j)] - c2[i * d + j]).abs() < 1e-9, "{i},{j}");
             }
         }
+    }
+
+    #[test]
+    fn hostile_statistics_are_refused() {
+        let mut bytes = STATS_MAGIC.to_vec();
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        bytes.extend_from_slice(&[0; 8]);
+        let err = PcaStats::from_bytes(&bytes).unwrap_err().to_string();
+        assert!(err.contains("not between 1 and 16384"), "{err}");
+        let mut big = PcaStats::new(2);
+        big.count = u64::MAX;
+        let one = PcaStats::new(2);
+        assert!(big.clone().merge(&one).is_ok());
+        let mut again = big.clone();
+        assert!(again
+            .merge(&big)
+            .unwrap_err()
+            .to_string()
+            .contains("overflows"));
     }
 
     #[test]

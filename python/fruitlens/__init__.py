@@ -21,23 +21,30 @@ from ._errors import (
     DecodeError,
     FruitlensError,
     InferenceError,
+    InternalError,
     ModelError,
+    OutputError,
     PCAError,
     RuntimeNotFoundError,
 )
-from ._native import __version__
+from ._native import MAX_PCA_DIM, MAX_SIZE, MAX_THREADS, __version__
 from ._runtime import find_onnxruntime_library
 from .models import build_random_model, convert_keras, model_info
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_PIXELS",
+    "MAX_PCA_DIM",
+    "MAX_SIZE",
+    "MAX_THREADS",
     "PCA",
     "DecodeError",
     "Embedder",
     "FruitlensError",
     "InferenceError",
+    "InternalError",
     "ModelError",
+    "OutputError",
     "PCAError",
     "PCAStats",
     "RuntimeNotFoundError",

@@ -14,6 +14,8 @@ __all__ = [
     "RuntimeNotFoundError",
     "InferenceError",
     "PCAError",
+    "InternalError",
+    "OutputError",
 ]
 
 
@@ -39,3 +41,11 @@ class InferenceError(FruitlensError, RuntimeError):
 
 class PCAError(FruitlensError, ValueError):
     """PCA was given inconsistent data or parameters."""
+
+
+class InternalError(FruitlensError, RuntimeError):
+    """fruitlens failed unexpectedly (a bug to report); the process is still usable."""
+
+
+class OutputError(FruitlensError, ValueError):
+    """An output folder/prefix is unsafe to write, not a fruitlens output, or incomplete."""

@@ -11,6 +11,14 @@ __version__: str
 DEFAULT_MAX_PIXELS: int
 DEFAULT_BATCH_SIZE: int
 DEFAULT_MAX_BYTES: int
+#: Largest model input side (size) accepted.
+MAX_SIZE: int
+#: Largest thread count accepted on this machine (4 per CPU, at least 8, at most 256).
+MAX_THREADS: int
+#: Largest thread count accepted anywhere.
+MAX_THREADS_CAP: int
+#: Largest PCA dimension accepted.
+MAX_PCA_DIM: int
 
 _Path = Union[str, PathLike[str]]
 _ArrowArray = Any  # any object implementing __arrow_c_array__

@@ -3,7 +3,7 @@
 //! The exception classes are defined in Python (`fruitlens._errors`) so that users can
 //! import, subclass and catch them like any other; this looks them up when raising.
 
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyMemoryError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
@@ -32,6 +32,8 @@ impl From<Error> for PyErr {
             Error::Inference(_) => python_error("InferenceError", message),
             Error::Pca(_) => python_error("PCAError", message),
             Error::InvalidArgument(_) => PyValueError::new_err(message),
+            Error::Internal(_) => python_error("InternalError", message),
+            Error::OutOfMemory(_) => PyMemoryError::new_err(message),
             Error::Io { .. } => PyOSError::new_err(message),
         }
     }

@@ -18,12 +18,16 @@ use pyo3_arrow::{PyArray, PyRecordBatch};
 use crate::decode::{decode_batch, DecodeOptions, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS};
 use crate::embed::{self, Embedder, DEFAULT_BATCH_SIZE};
 use crate::error::{Error, Result};
+use crate::limits::{self, MAX_PCA_DIM, MAX_SIZE};
 use crate::pca::{KSpec, PcaModel, PcaStats};
 use crate::process::PerProcess;
 
-/// Run native work with the GIL released (polars' `enter_polars`).
+/// Run native work with the GIL released (polars' `enter_polars`). A panic becomes a
+/// `fruitlens.InternalError`, never a `PanicException` (which is not an `Exception`
+/// and would take a whole batch, or a Spark task, down).
 fn compute<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T> + Send) -> PyResult<T> {
-    py.detach(f).map_err(PyErr::from)
+    py.detach(|| crate::guard::catch(f).unwrap_or_else(|panic| Err(Error::Internal(panic))))
+        .map_err(PyErr::from)
 }
 
 fn batch_to_py(py: Python<'_>, batch: arrow_array::RecordBatch) -> PyResult<Bound<'_, PyAny>> {
@@ -66,22 +70,21 @@ fn decode<'py>(
     max_bytes: usize,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    if size == 0 {
-        return Err(Error::InvalidArgument("size must be at least 1".into()).into());
-    }
     let opts = DecodeOptions {
-        size,
+        size: limits::check_size(size)?,
         max_pixels,
         max_bytes,
     };
-    let threads = threads
-        .filter(|&t| t > 0)
-        .unwrap_or_else(embed::default_threads);
+    let threads = match threads {
+        Some(t) if t > 0 => limits::check_threads(t)?,
+        _ => embed::default_threads(),
+    };
     let array = images.array();
     let inputs = arrow::binary_values(array.as_ref())?;
     let batch = compute(py, || {
         let pool = decode_pool(threads)?;
-        let mut out = vec![0f32; inputs.len() * opts.tensor_len()];
+        let len = inputs.len().saturating_mul(opts.tensor_len());
+        let mut out = limits::zeroed_f32(len, "the decoded pixels")?;
         let errors = pool.install(|| decode_batch(&inputs, &opts, &mut out));
         arrow::values_and_errors("pixels", out, opts.tensor_len(), &errors)
     })?;
@@ -187,10 +190,11 @@ struct PyPcaStats {
 #[pymethods]
 impl PyPcaStats {
     #[new]
-    fn new(dim: usize) -> Self {
-        Self {
+    fn new(dim: usize) -> PyResult<Self> {
+        limits::check_pca_dim(dim)?;
+        Ok(Self {
             inner: PcaStats::new(dim),
-        }
+        })
     }
 
     #[getter]
@@ -214,8 +218,19 @@ impl PyPcaStats {
         Ok(n)
     }
 
-    fn merge(&mut self, other: &PyPcaStats) -> PyResult<()> {
-        self.inner.merge(&other.inner).map_err(PyErr::from)
+    /// Add `other`'s rows (`other` may be this very object: its rows then count twice).
+    fn merge(slf: &Bound<'_, Self>, other: &Bound<'_, PyPcaStats>) -> PyResult<()> {
+        if slf.is(other) {
+            let copy = slf.try_borrow()?.inner.clone();
+            return slf
+                .try_borrow_mut()?
+                .inner
+                .merge(&copy)
+                .map_err(PyErr::from);
+        }
+        let other = other.try_borrow()?;
+        let mut this = slf.try_borrow_mut()?;
+        this.inner.merge(&other.inner).map_err(PyErr::from)
     }
 
     fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
@@ -346,6 +361,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_MAX_PIXELS", DEFAULT_MAX_PIXELS)?;
     m.add("DEFAULT_MAX_BYTES", DEFAULT_MAX_BYTES)?;
     m.add("DEFAULT_BATCH_SIZE", DEFAULT_BATCH_SIZE)?;
+    m.add("MAX_SIZE", MAX_SIZE)?;
+    m.add("MAX_PCA_DIM", MAX_PCA_DIM)?;
+    m.add("MAX_THREADS", limits::max_threads())?;
+    m.add("MAX_THREADS_CAP", limits::MAX_THREADS_CAP)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
