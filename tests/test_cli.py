@@ -114,7 +114,8 @@ def test_run_in_process(
     # existing output: refused without --overwrite, replaced with it
     assert cli.main(argv) == 1
     err = capsys.readouterr().err
-    assert "fruitlens: error: output path exists" in err and "--overwrite" in err
+    assert f"fruitlens: error: output {out} exists (a fruitlens output" in err
+    assert "pass --overwrite to replace it" in err
     assert cli.main([*argv, "--overwrite", "--k", "3", "--partitions", "3"]) == 0
     assert _check_output(out)["k"] == 3
 
@@ -217,12 +218,18 @@ def test_run_wrong_model(fruit_images: Path, tmp_path: Path, onnx_224: Path, cap
 
 
 def test_run_output_exists_subprocess(fruit_images: Path, tmp_path: Path, onnx_224: Path) -> None:
+    import pyarrow as pa
+
+    from fruitlens import io, output
+
     out = tmp_path / "exists"
-    out.mkdir()
+    io.write_parquet_atomic(pa.table({"path": ["x"]}), str(out))
+    run_id = output.verify(str(out)).run_id
     result = _run_cli("run", str(fruit_images), str(out), "--model", str(onnx_224))
     assert result.returncode == 1
-    assert _error_line(result.stderr) == (
-        f"fruitlens: error: output path exists: {out} (use --overwrite to replace it)"
+    assert result.stderr.strip() == (
+        f"fruitlens: error: output {out} exists (a fruitlens output of run {run_id}): "
+        "pass --overwrite to replace it, or choose a new output folder"
     )
 
 
@@ -332,3 +339,38 @@ def test_model_quantize_makes_a_working_int8_model(tmp_path, random_onnx, shared
     b = int8.values.to_numpy(zero_copy_only=False).reshape(4, -1)
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert np.isfinite(b).all() and cos.min() > 0.5
+
+
+def test_all_failed_says_the_error() -> None:
+    # issue 11 item 10: 40 images denied by S3 -> the access error, not just the count
+    sample = (
+        "unreadable: s3://bkt/images/apple/a.jpg: When reading information for key "
+        "'images/apple/a.jpg' in bucket 'bkt': AWS Error ACCESS_DENIED during HeadObject"
+    )
+    line = cli._all_failed(40, {"unreadable": 40}, {"unreadable": sample})
+    assert line.startswith("all 40 images failed, e.g. unreadable: s3://bkt/images/apple/a.jpg")
+    assert "ACCESS_DENIED" in line and "(and 39 more like it)" in line
+    mixed = cli._all_failed(
+        3, {"empty": 1, "corrupt": 2}, {"empty": "empty: a", "corrupt": "corrupt: b"}
+    )
+    assert "corrupt 2, e.g. corrupt: b; empty 1, e.g. empty: a" in mixed
+
+
+def test_describe_java_errors_by_their_cause() -> None:
+    class Java:
+        def __init__(self, text: str, cause: Java | None = None) -> None:
+            self.text, self.cause = text, cause
+
+        def toString(self) -> str:
+            return self.text
+
+        def getCause(self) -> Java | None:
+            return self.cause
+
+    exc = RuntimeError("An error occurred while calling o131.parquet.\n: trace...")
+    exc.java_exception = Java(  # type: ignore[attr-defined]
+        "org.apache.spark.SparkException: Job aborted due to stage failure",
+        Java("org.apache.spark.SparkException: Python worker exited unexpectedly (crashed)"),
+    )
+    text = cli._describe(exc)
+    assert "o131" not in text and "Job aborted" in text and "Python worker exited" in text

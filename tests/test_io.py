@@ -11,7 +11,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pytest
 
-from fruitlens import io
+from fruitlens import OutputError, io
 
 # --------------------------------------------------------------------------------------
 # A store: the same tests on a local folder and on S3
@@ -368,28 +368,28 @@ def test_write_parquet_atomic_empty_input(store: Store) -> None:
 def test_write_parquet_atomic_refuses_existing_output(store: Store) -> None:
     uri = store.uri("out")
     io.write_parquet_atomic(_table(2), uri)
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(OutputError, match="--overwrite"):
         io.write_parquet_atomic(_table(3), uri)
     assert _read_dataset(uri).num_rows == 2
 
 
 def test_write_parquet_atomic_overwrite(store: Store) -> None:
     uri = store.uri("out")
-    store.put("out/old-file.txt", b"old")
     io.write_parquet_atomic(_table(5), uri, overwrite=True)
     io.write_parquet_atomic(_table(3, start=100), uri, overwrite=True)
     keys = store.keys("out")
-    assert "out/old-file.txt" not in keys
     assert len([k for k in keys if k.endswith(".parquet")]) == 1
     assert _read_dataset(uri).column("path").to_pylist() == ["img-100", "img-101", "img-102"]
 
 
-def test_write_parquet_atomic_overwrite_keeps_other_outputs(store: Store) -> None:
-    # The _pca/ folder of an output is hidden (starts with _) and so is kept.
+@pytest.mark.parametrize("foreign", ["old-file.txt", "_pca/pca.json", "_SUCCESS"])
+def test_write_parquet_atomic_never_replaces_foreign_data(store: Store, foreign: str) -> None:
+    # issue 11: only a fruitlens output (its _SUCCESS manifest) is ever replaced
     uri = store.uri("out")
-    io.write_text(uri + "/_pca/pca.json", "{}")
-    io.write_parquet_atomic(_table(2), uri, overwrite=True)
-    assert io.read_text(uri + "/_pca/pca.json") == "{}"
+    store.put(f"out/{foreign}", b"user data")
+    with pytest.raises(OutputError, match=r"not a fruitlens (output|manifest)"):
+        io.write_parquet_atomic(_table(2), uri, overwrite=True)
+    assert store.keys("out") == [f"out/{foreign}"]
 
 
 @pytest.mark.parametrize("overwrite", [False, True])
@@ -411,27 +411,26 @@ def test_write_parquet_atomic_failure_leaves_nothing_visible(store: Store, overw
         assert _read_dataset(uri).num_rows == 2
 
 
-def test_write_parquet_atomic_failure_during_publish(
+def test_write_parquet_atomic_failure_during_commit(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from fruitlens import output
+
     uri = store.uri("out")
-    calls = []
-    real_publish = io._publish
+    io.write_parquet_atomic(_table(2), uri)
+    before = store.keys("out")
 
     class Boom(OSError):
         pass
 
-    def publish(fs: pafs.FileSystem, src: str, dest: str) -> None:
-        calls.append(dest)
-        if len(calls) == 2:
-            raise Boom("network down")
-        real_publish(fs, src, dest)
+    def manifest(*args: object) -> bytes:
+        raise Boom("network down")
 
-    monkeypatch.setattr(io, "_publish", publish)
+    monkeypatch.setattr(output, "_manifest_bytes", manifest)
     with pytest.raises(Boom):
-        io.write_parquet_atomic(_table(6), uri, rows_per_file=2)
-    assert len(calls) == 2
-    assert store.keys("out") == []  # the part published first was removed again
+        io.write_parquet_atomic(_table(6), uri, rows_per_file=2, overwrite=True)
+    assert store.keys("out") == before  # the new parts were removed, the old output kept
+    assert _read_dataset(uri).num_rows == 2
 
 
 def test_write_parquet_atomic_casts_later_batches(store: Store) -> None:
@@ -573,7 +572,7 @@ def test_collect_and_write_parquet_arrow(spark_s3, s3_bucket: str) -> None:
     parts = fs.write_parquet_arrow(df, uri)
     assert parts and io.exists(uri + "/_SUCCESS")
     assert _read_dataset(uri).sort_by("id").equals(table)
-    with pytest.raises(FileExistsError):
+    with pytest.raises(OutputError):
         fs.write_parquet_arrow(df, uri)
     fs.write_parquet_arrow(df.limit(0), uri, overwrite=True)
     empty = _read_dataset(uri)
