@@ -160,6 +160,45 @@ def test_overwrite_refuses_foreign_files_inside_a_fruitlens_output(
     assert _snapshot(tmp_path) == before
 
 
+def _legacy_output(out: Path) -> None:
+    """What fruitlens wrote before manifests: Spark parts with hidden checksums, an empty
+    _SUCCESS, the PCA and the summary."""
+    (out / "_pca").mkdir(parents=True)
+    pq.write_table(_table("old", 3), out / "part-00000-1234-c000.snappy.parquet")
+    (out / ".part-00000-1234-c000.snappy.parquet.crc").write_bytes(b"crc")
+    (out / "_SUCCESS").write_text("")
+    (out / "._SUCCESS.crc").write_bytes(b"crc")
+    (out / "_pca" / "pca.json").write_text(_pca_json())
+    summary = {"input": "in", "output": str(out), "images": 3, "k": 3, "stages": {}}
+    (out / "_summary.json").write_text(json.dumps(summary))
+
+
+def test_overwrite_replaces_an_output_of_an_older_fruitlens(tmp_path: Path) -> None:
+    out = tmp_path / "legacy"
+    _legacy_output(out)
+    target = output.OutputTarget(str(out))
+    with pytest.raises(OutputError, match="--overwrite"):
+        target.prepare(overwrite=False)
+    target.prepare(overwrite=True)  # recognised: no error, nothing deleted yet
+    assert (out / "part-00000-1234-c000.snappy.parquet").is_file()
+    io.write_parquet_atomic(_table("new", 2), str(out), overwrite=True)
+    assert sorted(pq.read_table(out).column("path").to_pylist()) == ["new-0", "new-1"]
+    assert not (out / "._SUCCESS.crc").exists()
+
+
+def test_an_older_output_with_a_foreign_file_is_not_replaced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_spark: None
+) -> None:
+    _images(tmp_path / "in")
+    out = tmp_path / "legacy"
+    _legacy_output(out)
+    (out / "notes.txt").write_text("mine")
+    before = _snapshot(tmp_path)
+    code, err = _run([str(tmp_path / "in"), str(out), "--overwrite"], capsys)
+    assert code == 1 and "not a fruitlens manifest" in err
+    assert _snapshot(tmp_path) == before
+
+
 def test_existing_output_without_overwrite_is_refused_before_spark(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], no_spark: None
 ) -> None:

@@ -98,6 +98,13 @@ _OWN_OBJECT = re.compile(
     rf"(part-\d{{5}}-(?P<a>{_RUN})\.parquet|_pca/pca-(?P<b>{_RUN})\.json"
     rf"|_summary-(?P<c>{_RUN})\.json|_temporary/.*)"
 )
+#: What an output of fruitlens before manifests holds: Spark's or fruitlens's parts (and
+#: Hadoop's hidden checksums), the PCA, the summary and an empty ``_SUCCESS``.
+_LEGACY_FILE = re.compile(
+    r"(\.?part-[^/]*\.parquet(\.crc)?|\._SUCCESS\.crc|_SUCCESS|_summary\.json"
+    r"|_pca/\.?pca\.json(\.crc)?|_pca/pca\.json\.tmp)"
+)
+_LEGACY_SUMMARY_KEYS = {"input", "output", "images", "k", "stages"}
 _SMALL = 1 << 20  # files up to this size get a sha256 in the manifest
 _OBJECT_SCHEMES = {"s3": "s3", "s3a": "s3", "s3n": "s3", "gs": "gs", "gcs": "gs"}
 
@@ -568,6 +575,8 @@ class OutputTarget:
             )
         manifest = _parse_manifest(store.read(self._at_root(MANIFEST)), self.uri)
         if manifest is None:
+            manifest = self._legacy_manifest(files)
+        if manifest is None:
             raise OutputError(
                 f"output {self.uri} has a _SUCCESS that is not a fruitlens manifest (an "
                 "older fruitlens or another tool wrote it): choose a new output folder, "
@@ -586,6 +595,23 @@ class OutputTarget:
                 "pass --overwrite to replace it, or choose a new output folder"
             )
         self._old = manifest
+
+    def _legacy_manifest(self, files: dict[str, int]) -> Manifest | None:
+        """An output of fruitlens before manifests (empty ``_SUCCESS``), recognised by its
+        ``_summary.json`` and a layout of only the files fruitlens/Spark wrote there;
+        None for anything else."""
+        if SUMMARY_FILE not in files or files.get(MANIFEST, 0) != 0:
+            return None
+        try:
+            summary = json.loads(self.store.read(self._at_root(SUMMARY_FILE)).decode("utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return None
+        if not isinstance(summary, dict) or not _LEGACY_SUMMARY_KEYS <= set(summary):
+            return None
+        if not all(_LEGACY_FILE.fullmatch(rel) for rel in files):
+            return None
+        listed = {rel: {"size": size} for rel, size in files.items() if rel != MANIFEST}
+        return Manifest(uri=self.uri, run_id="legacy", created="", files=listed, aliases={})
 
     def _at_root(self, rel: str) -> str:
         return self.store.join(self.root, rel)
