@@ -319,6 +319,20 @@ fn decode_rgb8_admitted(
         },
         _ => bytes,
     };
+    // 8-bit palette TIFFs: read as grey indices, then looked up (see `crate::tiff_palette`).
+    let indices: Vec<u8>;
+    let mut tiff_palette = None;
+    let bytes = match format {
+        ImageFormat::Tiff => match crate::tiff_palette::as_grey(bytes)? {
+            Some((grey, palette)) => {
+                indices = grey;
+                tiff_palette = Some(palette);
+                &indices[..]
+            }
+            None => bytes,
+        },
+        _ => bytes,
+    };
 
     // Header-phase limits: what a decoder may allocate before we know the dimensions
     // (PNG keeps these for the whole decode: its limits cannot be changed later).
@@ -357,25 +371,36 @@ fn decode_rgb8_admitted(
     *admission = admit(pixels);
     if format == ImageFormat::Tiff && crate::tiff_planar::is_tiled_planar(bytes) {
         // The `tiff` crate cannot read these whole (see the module).
-        let (mut img, orientation) = crate::tiff_planar::decode(bytes, alloc_limit(pixels))?;
+        let mut img = crate::tiff_planar::decode(bytes, alloc_limit(pixels))?;
         if tiff_associated_alpha(bytes) {
             img = unpremultiply_like_pillow(img);
         }
-        img.apply_orientation(orientation);
+        img.apply_orientation(crate::orientation::tiff(bytes));
         return Ok(to_rgb8_on_white(img));
     }
     decoder
         .set_limits(limits)
         .map_err(|e| classify(format, e))?;
-    // PNG and WebP: where Pillow finds it (see `crate::orientation`); TIFF: its own tag.
+    // Where Pillow finds it (see `crate::orientation`).
     let orientation = match format {
         ImageFormat::Png => Some(crate::orientation::png(bytes)),
         ImageFormat::WebP => Some(crate::orientation::webp(bytes)),
+        ImageFormat::Tiff => Some(crate::orientation::tiff(bytes)),
         _ => decoder.orientation().ok(),
     };
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| classify(format, e))?;
+    if let Some(palette) = &tiff_palette {
+        img = DynamicImage::ImageRgb8(crate::tiff_palette::expand(&img, palette));
+    }
     if format == ImageFormat::Tiff && tiff_associated_alpha(bytes) {
         img = unpremultiply_like_pillow(img);
+    }
+    if let DynamicImage::ImageLuma16(grey) = &mut img {
+        if format == ImageFormat::Tiff && tiff_white_is_zero(bytes) {
+            // Pillow reads 16-bit WhiteIsZero samples as stored (`I;16`, not inverted);
+            // `image` inverts them. Undo that.
+            grey.iter_mut().for_each(|v| *v = u16::MAX - *v);
+        }
     }
     if format == ImageFormat::Bmp
         && img.color().has_alpha()
@@ -383,6 +408,14 @@ fn decode_rgb8_admitted(
     {
         // Pillow ignores these alpha bits (see `crate::bmp`).
         img = DynamicImage::ImageRgb8(img.to_rgb8());
+    }
+    if format == ImageFormat::Bmp {
+        if let (Some(is565), DynamicImage::ImageRgb8(rgb)) =
+            (crate::bmp::sixteen_bit_565(bytes), &mut img)
+        {
+            // Pillow floors where `image` rounds (see `crate::bmp`).
+            crate::bmp::floor_16bit_like_pillow(rgb, is565);
+        }
     }
     if let Some(o) = orientation {
         img.apply_orientation(o);
@@ -400,6 +433,18 @@ fn tiff_associated_alpha(bytes: &[u8]) -> bool {
                 .flatten()
         })
         .is_some_and(|v| v.first() == Some(&1))
+}
+
+/// Whether a TIFF is grey with 0 as white (PhotometricInterpretation = 0).
+fn tiff_white_is_zero(bytes: &[u8]) -> bool {
+    tiff::decoder::Decoder::new(Cursor::new(bytes))
+        .ok()
+        .and_then(|mut d| {
+            d.find_tag_unsigned::<u16>(tiff::tags::Tag::PhotometricInterpretation)
+                .ok()
+                .flatten()
+        })
+        == Some(0)
 }
 
 /// Premultiplied RGBA → straight RGBA8 as Pillow's `RGBa` / `RGBa;16` unpackers do it
@@ -476,8 +521,9 @@ fn high_byte(v: u16) -> u8 {
 }
 
 /// Convert any decoded image to RGB8; transparent pixels become white (the background
-/// of the product photos this is made for) with Pillow's rounding, 16-bit samples keep
-/// their high byte (as Pillow), float samples are clamped and scaled.
+/// of the product photos this is made for) with Pillow's rounding, 16-bit colour and
+/// grey+alpha samples keep their high byte, 16-bit grey is clipped to 255 (both as
+/// Pillow), float samples are clamped and scaled.
 pub fn to_rgb8_on_white(img: DynamicImage) -> RgbImage {
     let (w, h) = (img.width(), img.height());
     let from_fn = |f: &dyn Fn(usize) -> [u8; 3]| {
@@ -509,8 +555,10 @@ pub fn to_rgb8_on_white(img: DynamicImage) -> RgbImage {
             })
         }
         DynamicImage::ImageLuma16(l) => {
+            // Pillow opens 16-bit grey as `I;16`/`I;16B`, and its `convert("RGB")` clips
+            // every value above 255 to 255 (no scaling): the Keras pipeline sees that.
             let s = l.as_raw();
-            from_fn(&|i| [high_byte(s[i]); 3])
+            from_fn(&|i| [s[i].min(255) as u8; 3])
         }
         DynamicImage::ImageLumaA16(la) => {
             let s = la.as_raw();
@@ -811,22 +859,22 @@ mod tests {
     }
 
     #[test]
-    fn sixteen_bit_keeps_the_high_byte_like_pillow() {
+    fn sixteen_bit_colour_keeps_the_high_byte_grey_clips_like_pillow() {
         // 511 = 0x01FF: Pillow reads 1 (high byte), round(511 / 257) would be 2.
         let img: ImageBuffer<Rgb<u16>, Vec<u16>> =
             ImageBuffer::from_pixel(2, 2, Rgb([511u16, 0x80FF, 0xFFFF]));
         let bytes = encode(&DynamicImage::ImageRgb16(img), ImageFormat::Png);
         let rgb = decode_rgb8(&bytes, &DecodeOptions::new(2)).unwrap();
         assert_eq!(rgb.get_pixel(0, 0).0, [1, 0x80, 0xFF]);
-        let grey: ImageBuffer<Luma<u16>, Vec<u16>> = ImageBuffer::from_pixel(2, 2, Luma([511u16]));
-        let bytes = encode(&DynamicImage::ImageLuma16(grey), ImageFormat::Png);
-        assert_eq!(
-            decode_rgb8(&bytes, &DecodeOptions::new(2))
-                .unwrap()
-                .get_pixel(1, 1)
-                .0,
-            [1, 1, 1]
-        );
+        // 16-bit grey: Pillow's `I;16 → RGB` clips to 255, whatever the file format.
+        for (v, want) in [(0u16, 0u8), (7, 7), (255, 255), (256, 255), (511, 255)] {
+            let grey: ImageBuffer<Luma<u16>, Vec<u16>> = ImageBuffer::from_pixel(2, 2, Luma([v]));
+            for format in [ImageFormat::Png, ImageFormat::Tiff] {
+                let bytes = encode(&DynamicImage::ImageLuma16(grey.clone()), format);
+                let rgb = decode_rgb8(&bytes, &DecodeOptions::new(2)).unwrap();
+                assert_eq!(rgb.get_pixel(1, 1).0, [want; 3], "{v} {format:?}");
+            }
+        }
     }
 
     #[test]
@@ -997,5 +1045,36 @@ mod tests {
         let mut out = [0f32; 3];
         normalize_into(&[0, 255, 128], &mut out);
         assert_eq!(out, [-1.0, 1.0, 128.0 / 127.5 - 1.0]);
+    }
+
+    /// Found by fuzzing (issue 11, `fuzz/` target `webp`): a lossless WebP whose
+    /// Huffman code lengths oversubscribe the code space. image-webp 0.2.4 sums the
+    /// length histogram in a `u16` before its completeness check
+    /// (`HuffmanTree::build_implicit`, upstream image-rs/image-webp#118): with overflow
+    /// checks (`cargo test`, cargo-fuzz) that is a panic, caught as `internal`; in
+    /// release builds the sum wraps and the check rejects the code (`corrupt`). Either
+    /// way an error for this row, never a panic out of the batch.
+    #[test]
+    fn webp_oversubscribed_huffman_code_is_an_error_not_a_panic() {
+        const WEBP: &[u8] =
+            b"RIFFr\x5c\x02\x00WEBPVP8Lf\x5c\x02\x00/+\xc1J\x00\x09\x87i\x1b\x09\x12y8\x0c\x9f\
+            w\xff\x05\xcf\xec\xde\x97\x10\xd1\xff\x09\xe87$!\xaa\xa8\xb8&\xc13UT<\xed\x8f/\
+            \xf1\x92\xc2I\x05z\x92\xb9\xa8\xc0@Qa0^\xff\xff\xff\xff\xff\xff\xff\xff5\x1b\x88\
+            \x007\x93\xdd\x01\x14\xcf\xed&\xe0\x85\x0e\xb5\xf7\xcezFQ\xa3\xb9+\xfe\xfd/\xe1\
+            \x0f\x97\xad\x13\xdf\xc3\x09\xf57\xf8\x0ft\x99\xfd,\xdc\xb08n\xf6{\x15\xefm\xff\
+            \xcfI\x92\xed\x0f\xea\xfd\xfe\xf8\xeb@F\xa4\x8b\xed\x99\xee\xd1\xde\xfbg\xdb\xb6\
+            m\xfb\xcc\xc6\x99m\x1e\x8d/?>\xc9U\xcb\x99\x8f\xd5\x01\x00\x00\x006L\xe5~\x9c9\
+            \x7f\x99\x99\xec_\xfb\xb7\xcaI\xceM6\x9b\xf6{\x15\xefm\xff\xcfI\x92\xed\x0f\xea\
+            \xfd\xfeF\xa4\x8b\xed\x99\xee\xd1\xde\xfbg\xdb\xb6m\xfb\xcc\xc6\x99m\x1e\xd97\
+            \x07k\xd8*f%\x222\xf0\x8d/?>\xc9U\xcb\x99\xbbI\xf6{\x15\xefm\xff\xcfI\x92\xed\
+            \x0f\xea\xfd\xfe\xf8\xeb@F\xa4\x8b\xed\x99\xee\xd1\xde\xfbg\xdb\xb6m\xfb\xcc\xc6\
+            m\x1e\xd97\x07k\xd8*f%\x222\xf0\x8d/?>\xc9U\xcb\x99\x00";
+        assert_eq!(WEBP.len(), 310);
+        let err = decode_rgb8(WEBP, &DecodeOptions::new(8)).unwrap_err();
+        if cfg!(debug_assertions) {
+            assert!(matches!(err.kind, Kind::Internal | Kind::Corrupt), "{err}");
+        } else {
+            assert_eq!(err.kind, Kind::Corrupt, "{err}");
+        }
     }
 }

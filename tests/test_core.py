@@ -209,6 +209,75 @@ def test_exif_orientation_gives_the_upright_image(photo: Image.Image, orientatio
     )
 
 
+def _pillow_vertical_first(iw: int, ih: int, ow: int, oh: int) -> bool:
+    """Pillow 13 resamples rows first (vertical pass, then horizontal) when the height
+    loses more rows than twice the columns the width loses (measured; see
+    ``vertical_first`` in src/resize.rs)."""
+    return ih > oh and ih - oh > 2 * max(0, iw - ow)
+
+
+def test_resize_is_bit_exact_with_pillow_for_any_aspect() -> None:
+    """Random noise with hard edges (rounding between the two passes shows) at a few
+    hundred random portrait / landscape / up- / downscaled sizes: Pillow's
+    ``resize(BICUBIC)`` to the bit, whichever pass it runs first."""
+    rng = np.random.default_rng(11)
+    by_size: dict[int, list[tuple[bytes, np.ndarray]]] = {}
+    orders = {True: 0, False: 0}
+    for _ in range(300):
+        size = int(rng.choice([224, 160, 96, int(rng.integers(2, 300))]))
+        long, short = int(rng.integers(2, 420)), int(rng.integers(1, 420))
+        iw, ih = (long, short) if rng.random() < 0.5 else (short, long)
+        a = rng.integers(0, 256, (ih, iw, 3), dtype=np.uint8)
+        a[..., 0] = np.where(a[..., 0] > 127, 255, 0)
+        img = Image.fromarray(a, "RGB")
+        want = np.asarray(img.resize((size, size), Image.Resampling.BICUBIC))
+        by_size.setdefault(size, []).append((encode(img, "PNG"), want))
+        if iw != size and ih != size:
+            orders[_pillow_vertical_first(iw, ih, size, size)] += 1
+    assert min(orders.values()) >= 50, orders  # both pass orders well covered
+    for size, cases in by_size.items():
+        batch = fruitlens.decode([c[0] for c in cases], size=size)
+        got = np.rint((pixels(batch, size) + 1.0) * 127.5).astype(np.uint8)
+        for i, (_, want) in enumerate(cases):
+            np.testing.assert_array_equal(got[i], want, err_msg=f"case {i} -> {size}")
+
+
+def _grey16_files(values: np.ndarray) -> dict[str, bytes]:
+    """16-bit grey images in the containers Pillow opens as ``I;16`` / ``I;16B``."""
+    h, w = values.shape
+    tif_le = encode(Image.fromarray(values.astype("<u2")), "TIFF")
+    tif_be = encode(Image.frombytes("I;16B", (w, h), values.astype(">u2").tobytes()), "TIFF")
+    # WhiteIsZero: Pillow reads 16-bit samples as stored (no inversion)
+    miniswhite = make_corpus.tiff_raw(w, h, (16,), values.astype("<u2").tobytes()).replace(
+        struct.pack("<HHIHH", 262, 3, 1, 1, 0), struct.pack("<HHIHH", 262, 3, 1, 0, 0)
+    )
+    return {
+        "png": make_corpus.png16(values),
+        "tiff_le": tif_le,
+        "tiff_be": tif_be,
+        "tiff_miniswhite": miniswhite,
+    }
+
+
+def test_grey16_is_clipped_like_pillow() -> None:
+    """Pillow opens 16-bit grey PNG/TIFF as ``I;16``/``I;16B`` and ``convert("RGB")``
+    clips every value above 255 to 255: the Keras pipeline sees exactly that."""
+    rng = np.random.default_rng(5)
+    values = rng.integers(0, 600, (40, 40)).astype(np.uint16)
+    values[0, :4] = [255, 256, 511, 65535]
+    files = _grey16_files(values)
+    for name, data in files.items():
+        assert Image.open(io.BytesIO(data)).mode.startswith("I;16"), name
+    native = fruitlens.decode(list(files.values()), size=40)
+    resized = fruitlens.decode(list(files.values()), size=32)
+    want = np.repeat(np.minimum(values, 255).astype(np.uint8)[..., None], 3, -1)
+    as_u8 = np.rint((pixels(native, 40) + 1.0) * 127.5).astype(np.uint8)
+    for i, (name, data) in enumerate(files.items()):
+        np.testing.assert_array_equal(as_u8[i], want, err_msg=name)
+        ref = pillow_reference(data, 32)
+        np.testing.assert_array_equal(pixels(resized, 32)[i], ref, err_msg=name)
+
+
 # --------------------------------------------------------------------------------------
 # limits and per-row errors
 # --------------------------------------------------------------------------------------

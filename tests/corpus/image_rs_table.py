@@ -12,24 +12,20 @@ Outcome of one file:
 
 * ``agree``: fruitlens gives features and the cosine to Pillow's pipeline is
   ≥ :data:`AGREE_COSINE` (the level difference of the tensors is reported too);
-* ``grey16``: the same for a 16-bit grey image, against the high byte of Pillow's
-  samples (see below);
 * ``error``: fruitlens gives a specific per-row error (never ``internal``) — split
   into files Pillow cannot decode either and files Pillow decodes (each of those must
   be listed in :data:`EXPLAINED`);
 * ``only``: fruitlens decodes a file Pillow refuses (listed in :data:`EXPLAINED`);
 * ``disagree``: fruitlens gives features that differ from Pillow's (never allowed).
 
-16-bit grey images are compared with the high byte of Pillow's samples: Pillow's own
-``I;16 → RGB`` clips every value above 255 to white (see ``OK_GREY16`` in
-``tests/test_corpus.py``).
+16-bit grey images are compared like the others: Pillow's ``I;16 → RGB`` clips every
+value above 255 to 255, and fruitlens does the same.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import io
 import sys
 import tempfile
 import warnings
@@ -38,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_FOLDER = HERE.parents[2] / "shared" / "data" / "image-rs-tests"
@@ -109,7 +104,7 @@ _spec.loader.exec_module(make_corpus)
 class Row:
     path: str
     format: str
-    outcome: str  # agree | grey16 | error | only | disagree | internal
+    outcome: str  # agree | error | only | disagree | internal
     fruitlens_error: str | None
     pillow_error: str | None
     cosine: float | None
@@ -120,13 +115,11 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS)
 
 
-def pillow_pipeline(data: bytes, size: int) -> tuple[np.ndarray, bool]:
-    """``make_corpus.pillow_reference``, with the high byte of 16-bit grey samples; and
-    whether that rule applied."""
+def pillow_pipeline(data: bytes, size: int) -> np.ndarray:
+    """``make_corpus.pillow_reference``, warnings silenced."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        grey16 = Image.open(io.BytesIO(data)).mode.startswith("I;16")
-        return make_corpus.pillow_reference(data, size, grey16=grey16), grey16
+        return make_corpus.pillow_reference(data, size)
 
 
 def classify(folder: Path, size: int = 96, model: Path | None = None) -> list[Row]:
@@ -150,10 +143,10 @@ def classify(folder: Path, size: int = 96, model: Path | None = None) -> list[Ro
             rel = path.relative_to(folder).as_posix()
             fmt = EXTENSIONS[path.suffix.lower()]
             try:
-                ref, grey16 = pillow_pipeline(data, size)
+                ref = pillow_pipeline(data, size)
                 perr = None
             except Exception as e:  # any Pillow failure is an outcome
-                ref, grey16, perr = None, False, f"{type(e).__name__}: {e}"
+                ref, perr = None, f"{type(e).__name__}: {e}"
             ferr = errors[i]
             cos = levels = None
             if ferr is not None:
@@ -171,7 +164,7 @@ def classify(folder: Path, size: int = 96, model: Path | None = None) -> list[Ro
                 cos = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
                 outcome = "disagree"
                 if cos >= AGREE_COSINE:
-                    outcome = "grey16" if grey16 else "agree"
+                    outcome = "agree"
             rows.append(Row(rel, fmt, outcome, ferr, perr, cos, levels))
     return rows
 
@@ -196,7 +189,6 @@ def table(rows: list[Row]) -> str:
     cols = [
         "files",
         "agree",
-        "agree (16-bit grey, high byte)",
         "error (Pillow fails too)",
         "error (Pillow decodes)",
         "only fruitlens decodes",
@@ -209,7 +201,6 @@ def table(rows: list[Row]) -> str:
         c["files"] += 1
         key = {
             "agree": "agree",
-            "grey16": "agree (16-bit grey, high byte)",
             "only": "only fruitlens decodes",
             "disagree": "disagree",
             "internal": "internal",
@@ -228,7 +219,7 @@ def table(rows: list[Row]) -> str:
 def details(rows: list[Row]) -> str:
     lines = []
     for r in rows:
-        if r.outcome in ("agree", "grey16"):
+        if r.outcome == "agree":
             continue
         why = EXPLAINED.get(r.path, ("", ""))[1]
         lines.append(

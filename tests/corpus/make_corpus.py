@@ -252,12 +252,10 @@ def webp_vp8x_bomb(w: int, h: int) -> bytes:
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
-def pillow_reference(data: bytes, size: int, grey16: bool = False) -> np.ndarray:
-    """The classic pipeline's model input for ``data``."""
+def pillow_reference(data: bytes, size: int) -> np.ndarray:
+    """The classic pipeline's model input for ``data`` (16-bit grey included: Pillow's
+    ``I;16 → RGB`` clips to 255, and so does fruitlens)."""
     img = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
-    if grey16:
-        assert img.mode.startswith("I"), img.mode
-        img = Image.fromarray((np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8), "L")
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
