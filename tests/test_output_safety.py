@@ -561,3 +561,276 @@ def test_hadoop_filesystem_commit_and_overwrite(spark, tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="not a fruitlens output"):
         _hadoop_target(spark, tmp_path / "docs").prepare(overwrite=True)
     assert (tmp_path / "docs" / "thesis.tex").read_text() == "x"
+
+
+# --------------------------------------------------------------------------------------
+# Adversarial review (held-out inputs): aliases, globs, mount points, unwritable
+# places, long names, tampered manifests, foreign object-store files
+# --------------------------------------------------------------------------------------
+
+
+def _fake_bind_mount(monkeypatch: pytest.MonkeyPatch, source: Path, point: Path) -> None:
+    """Make ``point`` look like a bind mount of ``source`` (as /proc/self/mountinfo would
+    show it), without mounting anything."""
+    real = output._mounts() or [((), "dev0", ())]
+    monkeypatch.setattr(output, "_mounts", lambda: real)
+    device, inner = output._on_device(tuple(p for p in str(source).split(os.sep) if p))
+    fake = (tuple(p for p in str(point).split(os.sep) if p), device, inner)
+    monkeypatch.setattr(output, "_mounts", lambda: [*real, fake])
+
+
+@pytest.mark.parametrize(
+    ("source", "dest"),
+    [
+        ("img", "alias/out"),  # inside INPUT through a bind mount of it
+        ("alias", "img/out"),
+        ("data", "alias/out"),  # the bind mount is a folder inside INPUT
+        ("img", "alias"),  # the bind mount itself (also a mount point)
+    ],
+)
+def test_bind_mount_alias_of_input_is_refused(
+    source: str, dest: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    _images(data / "img")
+    (tmp_path / "alias").mkdir()
+    _fake_bind_mount(monkeypatch, data / "img", tmp_path / "alias")
+    where = {"img": data / "img", "alias": tmp_path / "alias", "data": data}
+    head, _, rest = dest.partition("/")
+    out = where[head] / rest if rest else where[head]
+    with pytest.raises(OutputError, match=r"input|mount point"):
+        output.check_paths(str(where[source]), str(out))
+    output.check_paths(str(data / "img"), str(tmp_path / "elsewhere"))  # still fine
+
+
+@pytest.mark.parametrize(
+    ("source", "dest"),
+    [
+        ("s3://bkt/images/*.jpg", "s3://bkt/images/out"),  # Spark expands object globs
+        ("s3://bkt/images/*", "s3://bkt/images/out"),
+        ("s3://bkt/im*", "s3://bkt/images/out"),
+        ("s3://bkt/images/{a,b}", "s3://bkt/images/out"),
+        ("hdfs://nn/images", "hdfs://nn:8020/images/out"),  # one namenode, two spellings
+        ("hdfs:///images", "hdfs://nn/images/out"),
+    ],
+)
+def test_object_store_globs_and_hadoop_authorities_are_overlaps(source: str, dest: str) -> None:
+    with pytest.raises(OutputError, match="input"):
+        output.check_paths(source, dest)
+
+
+def test_mount_point_output_is_refused_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a mount point (e.g. a container volume) cannot be renamed or swapped: found out
+    # only after the whole run before
+    point = tmp_path / "volume"
+    point.mkdir()
+    real = output._mounts()
+    parts = tuple(p for p in str(point).split(os.sep) if p)
+    monkeypatch.setattr(output, "_mounts", lambda: [*real, (parts, "dev9", ("host", "v"))])
+    with pytest.raises(OutputError, match="mount point"):
+        output.check_paths(str(tmp_path / "in"), str(point))
+    with pytest.raises(OutputError, match=r"mount point.*volume/fruitlens-output"):
+        io.write_parquet_atomic(_table("x", 2), str(point))
+    io.write_parquet_atomic(_table("x", 2), str(point / "fruitlens-output"))
+    assert output.verify(str(point / "fruitlens-output")).parts
+
+
+def test_unwritable_output_place_fails_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_spark: None
+) -> None:
+    # a file where OUTPUT's parent should be (or a read-only parent): refused before
+    # Spark starts, one line, nothing created
+    _images(tmp_path / "in")
+    (tmp_path / "afile").write_text("mine")
+    before = _snapshot(tmp_path)
+    for dest in ("afile/out", "afile/deeper/out"):
+        code, err = _run([str(tmp_path / "in"), str(tmp_path / dest)], capsys)
+        assert code == 1 and "cannot write the output" in err, err
+        assert len(err.strip().splitlines()) == 1
+    assert _snapshot(tmp_path) == before
+    if os.geteuid() != 0:  # root writes into read-only folders
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        try:
+            code, err = _run([str(tmp_path / "in"), str(ro / "out")], capsys)
+            assert code == 1 and "cannot write the output" in err, err
+        finally:
+            ro.chmod(0o700)
+
+
+def test_filesystem_root_is_refused_by_the_python_api(tmp_path: Path) -> None:
+    # OutputTarget/write_parquet_atomic check it themselves (they used to walk "/")
+    for dest in ("/", "file:/", "file:///"):
+        with pytest.raises(OutputError, match="filesystem root"):
+            io.write_parquet_atomic(_table("x", 2), dest, overwrite=True)
+
+
+def test_very_long_output_name_stages_under_a_short_name(tmp_path: Path) -> None:
+    # .NAME.fruitlens-staging-<run> must stay within 255 bytes for any legal NAME
+    out = tmp_path / ("n" * 250)
+    for tag in ("old", "new"):
+        io.write_parquet_atomic(_table(tag, 2), str(out), overwrite=True)
+    assert pq.read_table(out).column("path").to_pylist() == ["new-0", "new-1"]
+    assert sorted(os.listdir(tmp_path)) == [out.name]
+    stem = output._sibling_stem(out.name)
+    leftover = tmp_path / f".{stem}{output.STAGING_TAG}{'a' * 32}"
+    leftover.mkdir()
+    io.write_parquet_atomic(_table("again", 1), str(out), overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == [out.name]  # the next run cleaned it up
+
+
+def test_staging_lookalikes_of_another_naming_are_kept(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    keep = [
+        ".out.fruitlens-staging-mine",
+        ".out.fruitlens-staging-" + "A" * 32,  # not lower-case hex
+        ".out.fruitlens-staging-" + "a" * 31,
+        ".out.fruitlens-old-" + "0" * 33,
+        ".out.fruitlens-staging-" + "b" * 32 + "\n",
+        ".other.fruitlens-staging-" + "c" * 32,  # another output's
+    ]
+    for name in keep:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "data").write_text("mine")
+    io.write_parquet_atomic(_table("x", 2), str(out))
+    assert sorted(os.listdir(tmp_path)) == sorted([*keep, "out"])
+
+
+@pytest.mark.parametrize("bad", ["/victim/precious.csv", "../keep/precious.csv", "a//b"])
+def test_manifest_paths_outside_the_output_are_refused(out_uri: str, bad: str) -> None:
+    # a tampered _SUCCESS must never make fruitlens delete or read outside OUTPUT
+    _write_output(out_uri, "a", 3)
+    doc = json.loads(io.read_text(out_uri + "/_SUCCESS"))
+    doc["files"].append({"path": bad, "size": 1})
+    io.write_text(out_uri + "/_SUCCESS", json.dumps(doc))
+    with pytest.raises(OutputError, match="outside the output"):
+        _write_output(out_uri, "b", 3)
+    with pytest.raises(OutputError, match="outside the output"):
+        output.verify(out_uri)
+
+
+def test_foreign_temporary_files_on_an_object_store_are_kept(s3_server, s3_bucket: str) -> None:
+    # another Spark job's _temporary/ under OUTPUT is not fruitlens's: refused, kept
+    client = s3_server.client()
+    client.put_object(Bucket=s3_bucket, Key="out/_temporary/0/task/part-x.parquet", Body=b"x")
+    with pytest.raises(OutputError, match="not a fruitlens output"):
+        io.write_parquet_atomic(_table("x", 2), f"s3://{s3_bucket}/out")
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket)["Contents"]]
+    assert "out/_temporary/0/task/part-x.parquet" in keys
+
+
+def test_pca_file_with_a_damaged_k_rule_is_a_pca_error() -> None:
+    import numpy as np
+
+    from fruitlens import PCAError
+
+    doc = json.loads(PCA(0.9).fit(np.random.default_rng(0).normal(size=(20, 8))).to_json())
+    doc["k_rule"] = "variance>=abc"
+    with pytest.raises(PCAError, match="k_rule"):
+        PCA.from_json(json.dumps(doc))
+
+
+def _interrupt_at(monkeypatch: pytest.MonkeyPatch, point: str) -> None:
+    def kill_point(name: str) -> None:
+        if name == point:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(output, "_kill_point", kill_point)
+
+
+def test_interrupt_after_the_manifest_put_keeps_the_new_output(
+    s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C (or a failed alias PUT) after the commit must not let abort() delete the
+    # files the committed manifest lists: that left neither the old nor the new output
+    uri = f"s3://{s3_bucket}/runs/out"
+    _write_output(uri, "old", 4)
+    _interrupt_at(monkeypatch, "after-manifest")
+    target = output.OutputTarget(uri)
+    target.prepare(overwrite=True)
+    target.write_parquet(_table("new", 5), rows_per_file=2)
+    target.write_text(output.PCA_FILE, _pca_json())
+    target.write_text(output.SUMMARY_FILE, json.dumps({"tag": "new"}))
+    with pytest.raises(KeyboardInterrupt):
+        target.commit()
+    target.abort()  # what run_pipeline does on any error
+    table, _, summary = output.read_output(uri)
+    assert table.num_rows == 5 and summary == {"tag": "new"}
+
+
+def test_interrupt_between_the_two_renames_puts_the_old_output_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # without renameat2 (other systems, Hadoop): OUTPUT -> .old, then staging -> OUTPUT;
+    # Ctrl-C in between must not leave OUTPUT missing until the next run
+    uri = str(tmp_path / "out")
+    _write_output(uri, "old", 4)
+    monkeypatch.setenv(output.NO_EXCHANGE_ENV, "1")
+    _interrupt_at(monkeypatch, "old-moved")
+    target = output.OutputTarget(uri)
+    target.prepare(overwrite=True)
+    target.write_parquet(_table("new", 5), rows_per_file=2)
+    target.write_text(output.PCA_FILE, _pca_json())
+    target.write_text(output.SUMMARY_FILE, json.dumps({"tag": "new"}))
+    with pytest.raises(KeyboardInterrupt):
+        target.commit()
+    assert not (tmp_path / "out").exists()
+    target.abort()
+    table, _, summary = output.read_output(uri)
+    assert table.num_rows == 4 and summary == {"tag": "old"}
+    assert os.listdir(tmp_path) == ["out"]
+
+
+def test_glob_characters_in_output_are_names(tmp_path: Path) -> None:
+    # only INPUT is a pattern: an OUTPUT named out* beside the input is fine
+    _images(tmp_path / "in")
+    output.check_paths(str(tmp_path / "in"), str(tmp_path / "out*[1]{a}?"))
+    output.check_paths("s3://bkt/images", "s3://bkt/out*")
+    output.check_paths(str(tmp_path / "in"), f"hdfs://nn{tmp_path}/in/out")  # another filesystem
+    output.check_paths(f"hdfs://nn{tmp_path}/in", str(tmp_path / "in" / "out"))
+    with pytest.raises(OutputError, match="input"):
+        output.check_paths(str(tmp_path / "in*"), str(tmp_path / "in2" / "out"))
+
+
+def test_big_folder_that_is_no_output_is_refused_without_listing_it_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # fruitlens run in ~ (or /usr, only folders at the top) used to walk every file first
+    home = tmp_path / "home"
+    (home / "a" / "b").mkdir(parents=True)
+    (home / "a" / "b" / "thesis.tex").write_text("years of work")
+    (home / "empty").mkdir()
+
+    def walked(*args: object) -> None:
+        raise AssertionError("listed the whole folder")
+
+    monkeypatch.setattr(output._LocalStore, "files", walked)
+    with pytest.raises(OutputError, match="not a fruitlens output"):
+        io.write_parquet_atomic(_table("x", 2), str(home), overwrite=True)
+    assert (home / "a" / "b" / "thesis.tex").read_text() == "years of work"
+    monkeypatch.undo()
+    (tmp_path / "only-folders" / "sub").mkdir(parents=True)  # no file anywhere: fine
+    io.write_parquet_atomic(_table("x", 2), str(tmp_path / "only-folders"))
+    assert output.verify(str(tmp_path / "only-folders")).parts
+
+
+@pytest.mark.parametrize(
+    "files", [[{}], "abc", None, [{"path": "x", "size": 1}, 5], {"a": 1}, [["path"]]]
+)
+def test_damaged_manifest_is_an_output_error(tmp_path: Path, files: object) -> None:
+    uri = str(tmp_path / "out")
+    _write_output(uri, "a", 3)
+    doc = json.loads((tmp_path / "out" / "_SUCCESS").read_text())
+    doc["files"] = files
+    (tmp_path / "out" / "_SUCCESS").write_text(json.dumps(doc))
+    for call in (
+        lambda: output.verify(uri),
+        lambda: PCA.load(tmp_path / "out" / "_pca" / "pca.json"),
+        lambda: io.write_parquet_atomic(_table("b", 2), uri, overwrite=True),
+    ):
+        with pytest.raises(OutputError):
+            call()
+    assert (tmp_path / "out" / "_SUCCESS").is_file()

@@ -485,5 +485,8 @@ class PCA:
 
 def _k_from_rule(rule: str, k: int) -> int | float:
     if rule.startswith("variance>="):
-        return float(json.loads(rule.split(">=", 1)[1]))
+        try:
+            return float(json.loads(rule.split(">=", 1)[1]))
+        except (TypeError, ValueError) as exc:  # a damaged or hand-edited model file
+            raise PCAError(f"not a fruitlens PCA model file: bad k_rule {rule!r}") from exc
     return k

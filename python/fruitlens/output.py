@@ -25,7 +25,9 @@ new one at every moment):
   Hadoop), ``OUTPUT`` is renamed to ``.NAME.fruitlens-old-<run>`` and the staging folder
   to ``OUTPUT``: a run killed between the two renames leaves no ``OUTPUT`` but the old
   copy, which the next run (or :func:`recover`) renames back. Leftover staging/old
-  folders of that naming are removed by the next run.
+  folders of that naming are removed by the next run. (A NAME too long to be part of a
+  file name is replaced by ``fruitlens-<sha256 of NAME>`` there; an OUTPUT that is a
+  mount point, or whose staging folder cannot be created, is refused before any work.)
 * **object stores** (``s3://``, ``gs://`` through pyarrow; no rename there): the new
   parts are written under new names (``part-NNNNN-<run>.parquet``), the PCA and summary
   under ``_pca/pca-<run>.json`` and ``_summary-<run>.json``; then ONE PUT of the
@@ -96,7 +98,7 @@ _RUN = r"[0-9a-f]{32}"
 #: Names fruitlens gives the files of an object-store output (relative to OUTPUT).
 _OWN_OBJECT = re.compile(
     rf"(part-\d{{5}}-(?P<a>{_RUN})\.parquet|_pca/pca-(?P<b>{_RUN})\.json"
-    rf"|_summary-(?P<c>{_RUN})\.json|_temporary/.*)"
+    rf"|_summary-(?P<c>{_RUN})\.json)"
 )
 #: What an output of fruitlens before manifests holds: Spark's or fruitlens's parts (and
 #: Hadoop's hidden checksums), the PCA, the summary and an empty ``_SUCCESS``.
@@ -154,7 +156,7 @@ class _LocalStore:
 
     def files(self, root: str) -> dict[str, int]:
         out: dict[str, int] = {}
-        for folder, dirs, names in os.walk(root):
+        for folder, dirs, names in os.walk(root, onerror=_raise):
             for name in names + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
                 full = os.path.join(folder, name)
                 out[os.path.relpath(full, root).replace(os.sep, "/")] = os.lstat(full).st_size
@@ -193,7 +195,7 @@ class _LocalStore:
     def listdir(self, path: str) -> list[str]:
         try:
             return os.listdir(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # prepare() says what is wrong
             return []
 
     def mkdirs(self, path: str) -> None:
@@ -210,6 +212,10 @@ class _LocalStore:
             pass
         finally:
             os.close(fd)
+
+
+def _raise(exc: OSError) -> None:
+    raise exc  # an unreadable subfolder: never take its files for absent
 
 
 def _renameat2_exchange(a: str, b: str) -> bool:
@@ -403,14 +409,26 @@ def _parse_manifest(data: bytes, uri: str) -> Manifest | None:
             f"{uri}: manifest version {doc.get('version')!r} is not supported by this "
             f"fruitlens (expects {MANIFEST_VERSION}): upgrade fruitlens"
         )
-    files = {str(f["path"]): dict(f) for f in doc.get("files", [])}
+    try:
+        files = {str(f["path"]): dict(f) for f in doc.get("files", [])}
+        aliases = {str(k): str(v) for k, v in (doc.get("aliases") or {}).items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise OutputError(f"{uri}: {MANIFEST} is a damaged fruitlens manifest ({exc!r})") from exc
+    unsafe = [p for p in [*files, *aliases, *aliases.values()] if not _safe_rel(p)]
+    if unsafe:  # fruitlens never reads or deletes outside the output on its word
+        raise OutputError(f"{uri}: {MANIFEST} lists a path outside the output: {unsafe[0]!r}")
     return Manifest(
         uri=uri,
         run_id=str(doc.get("run_id", "")),
         created=str(doc.get("created", "")),
         files=files,
-        aliases={str(k): str(v) for k, v in (doc.get("aliases") or {}).items()},
+        aliases=aliases,
     )
+
+
+def _safe_rel(rel: str) -> bool:
+    """A relative path inside an output: no leading ``/``, ``\\``, empty, ``.`` or ``..`` part."""
+    return bool(rel) and "\\" not in rel and all(p not in ("", ".", "..") for p in rel.split("/"))
 
 
 def _manifest_bytes(
@@ -456,19 +474,65 @@ def _use_arrow(spark: Any, uri: str, io: str) -> bool:
     return use_arrow_io(spark, uri, io)
 
 
-def _identity(uri: str) -> tuple[str, str, tuple[str, ...]]:
+_GLOB_CHARS = "*?[{"
+
+
+def _identity(uri: str, pattern: bool = False) -> tuple[str, str, tuple[str, ...]]:
     """(kind, authority, path components) that two URIs share when they name the same
-    place: local paths resolved (symlinks, ``..``, ``file:``, trailing ``/``)."""
+    place: local paths resolved (symlinks, ``..``, ``file:``, trailing ``/``); with
+    ``pattern`` (INPUT), a glob (local, or any Hadoop/object-store URI) stands for the
+    folder it starts from."""
     if _uri.is_local(uri):
         text = _uri.local_path(uri)
-        glob = min((i for i, c in enumerate(text) if c in "*?[{"), default=-1)
-        if glob >= 0 and not os.path.lexists(text):  # a glob: the folder it starts from
+        glob = min((i for i, c in enumerate(text) if c in _GLOB_CHARS), default=-1)
+        if pattern and glob >= 0 and not os.path.lexists(text):  # a glob: the folder it starts from
             text = os.path.dirname(text[:glob])
         real = os.path.realpath(text)
         return "file", "", tuple(p for p in real.split(os.sep) if p)
     kind, authority, path = _uri.split_uri(uri)
     kind = _OBJECT_SCHEMES.get(kind, kind)
-    return kind, authority, tuple(p for p in path.split("/") if p)
+    parts = tuple(p for p in path.split("/") if p)
+    globbed = [i for i, p in enumerate(parts) if pattern and any(c in p for c in _GLOB_CHARS)]
+    if globbed:  # Spark expands globs in object-store/Hadoop paths too
+        parts = parts[: globbed[0]]
+    if kind not in ("s3", "gs"):  # hdfs://nn, hdfs://nn:8020 and hdfs:/// may be one place
+        authority = "*"
+    return kind, authority, parts
+
+
+def _mounts() -> list[tuple[tuple[str, ...], str, tuple[str, ...]]]:
+    """(mount point, device, folder of that device mounted there) of every mount, in
+    mount order (Linux ``/proc/self/mountinfo``; empty elsewhere)."""
+
+    def parts(text: str) -> tuple[str, ...]:
+        text = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+        return tuple(p for p in text.split("/") if p)
+
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        fields = line.split(" ")
+        if len(fields) > 4:
+            out.append((parts(fields[4]), fields[2], parts(fields[3])))
+    return out
+
+
+def _on_device(parts: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """A resolved local path as (device, path inside that device's filesystem), so that
+    a bind mount of a folder and the folder itself compare equal; ``("", parts)`` when
+    the mounts are unknown. A mount point (a filesystem root) has no parts."""
+    best: tuple[tuple[str, ...], str, tuple[str, ...]] | None = None
+    for mount in _mounts():
+        point = mount[0]
+        if parts[: len(point)] == point and (best is None or len(point) >= len(best[0])):
+            best = mount  # the last mount on the longest matching point is the visible one
+    if best is None:
+        return "", parts
+    return best[1], best[2] + parts[len(best[0]) :]
 
 
 def check_paths(input_uri: str, output_uri: str) -> None:
@@ -477,7 +541,7 @@ def check_paths(input_uri: str, output_uri: str) -> None:
     Raises:
         OutputError: with a one-line message that says how to proceed.
     """
-    ikind, iauth, ipath = _identity(input_uri)
+    ikind, iauth, ipath = _identity(input_uri, pattern=True)
     okind, oauth, opath = _identity(output_uri)
     if okind in ("s3", "gs") and not opath:
         raise OutputError(
@@ -488,7 +552,15 @@ def check_paths(input_uri: str, output_uri: str) -> None:
         raise OutputError(
             f"output {output_uri} is a filesystem root: choose a new folder for the output"
         )
-    if (ikind, iauth) != (okind, oauth):
+    if okind == "file" and _is_mount_point(os.path.join(os.sep, *opath)):
+        raise OutputError(
+            f"output {output_uri} is a mount point: fruitlens replaces its output folder "
+            "as a whole, so it writes a folder inside it, e.g. "
+            f"{output_uri.rstrip('/')}/fruitlens-output"
+        )
+    if ikind == okind == "file":  # a bind mount of a folder is that folder
+        (iauth, ipath), (oauth, opath) = _on_device(ipath), _on_device(opath)
+    if ikind != okind or (iauth != oauth and "*" not in (iauth, oauth)):
         return
     n = min(len(ipath), len(opath))
     if ipath[:n] != opath[:n]:
@@ -522,6 +594,7 @@ class OutputTarget:
         self._old: Manifest | None = None
         self._written: list[str] = []  # object stores: files this run wrote
         self._aliases: dict[str, str] = {}
+        self._committed = False  # object stores: the manifest PUT happened
         if self.staged:
             parent, name = self._parent_name()
             self.staging = self.store.join(parent, f".{name}{STAGING_TAG}{self.run_id}")
@@ -529,10 +602,11 @@ class OutputTarget:
             self.staging = self.root
 
     def _parent_name(self) -> tuple[str, str]:
+        """(parent, stem of the hidden sibling folders' names)."""
         if self.store.kind == "local":
-            return os.path.dirname(self.root), os.path.basename(self.root)
+            return os.path.dirname(self.root), _sibling_stem(os.path.basename(self.root))
         head, _, name = self.root.rpartition("/")
-        return head, name
+        return head, _sibling_stem(name)
 
     # -- where the writers write ----------------------------------------------------
 
@@ -554,6 +628,51 @@ class OutputTarget:
     def prepare(self, *, overwrite: bool) -> None:
         """Check that the output can be written (before any work); recover or clean up
         what an interrupted earlier run left. Raises :class:`OutputError`."""
+        if self.store.kind == "local":
+            self._check_local_place()
+        self._check_existing(overwrite)
+        if self.store.kind == "local":
+            self._probe_staging()
+
+    def _check_local_place(self) -> None:
+        root = self.root
+        if os.path.dirname(root) == root:
+            raise OutputError(
+                f"output {self.uri} is a filesystem root: choose a new folder for the output"
+            )
+        if _is_mount_point(root):
+            raise OutputError(
+                f"output {self.uri} is a mount point: fruitlens replaces its output folder "
+                "as a whole, so it writes a folder inside it, e.g. "
+                f"{self.uri.rstrip('/')}/fruitlens-output"
+            )
+
+    def _probe_staging(self) -> None:
+        """Local outputs: create (and remove) the staging folder now, so that a read-only
+        or missing parent, a file in the way or a name too long fail before any work."""
+        parent = os.path.dirname(self.staging)
+        try:
+            os.makedirs(parent, exist_ok=True)
+            os.mkdir(self.staging)
+            os.rmdir(self.staging)
+        except OSError as exc:
+            where = exc.filename or parent
+            why = "a file is in the way" if isinstance(exc, FileExistsError) else exc.strerror
+            message = f"cannot write the output {self.uri}: {why or exc} ({where})"
+            raise OutputError(message) from exc
+
+    def _first_file(self) -> dict[str, int]:
+        """Local OUTPUT without a manifest at its top: the first file found in it, if
+        any (so that a big folder that is not an output, e.g. ``~``, is refused at
+        once instead of after listing all of it)."""
+        for folder, dirs, names in os.walk(self.root, onerror=_raise):
+            found = names + [d for d in dirs if os.path.islink(os.path.join(folder, d))]
+            if found:
+                rel = os.path.relpath(os.path.join(folder, found[0]), self.root)
+                return {rel.replace(os.sep, "/"): 0}
+        return {}
+
+    def _check_existing(self, overwrite: bool) -> None:
         store = self.store
         if store.kind == "object":
             self._check_bucket()
@@ -562,7 +681,10 @@ class OutputTarget:
         kind = store.stat(self.root)
         if kind == "file":
             raise OutputError(f"output {self.uri} is a file, not a folder: choose a folder")
-        files = store.files(self.root) if kind == "dir" else {}
+        if kind == "dir" and store.kind == "local" and MANIFEST not in store.listdir(self.root):
+            files = self._first_file()
+        else:
+            files = store.files(self.root) if kind == "dir" else {}
         if store.kind == "object":
             files = self._clean_orphans(files)
         if not files:
@@ -766,6 +888,7 @@ class OutputTarget:
         alias_sha = {alias: entries[real]["sha256"] for alias, real in self._aliases.items()}
         _kill_point("before-manifest")
         store.write(self._path(MANIFEST), _manifest_bytes(self.run_id, entries, self._aliases))
+        self._committed = not self.staged  # object stores: this run's files are OUTPUT now
         if self.staged:
             if store.kind == "local":
                 store.sync_dir(self.staging)
@@ -806,12 +929,18 @@ class OutputTarget:
         store.delete_tree(old)
 
     def abort(self) -> None:
-        """Remove what this run wrote (never anything else). Best effort."""
+        """Remove what this run wrote (never anything else), unless it is already the
+        committed output; put the old output back if this run had moved it away. Best
+        effort."""
         try:
             if self.staged:
                 if self.store.stat(self.staging) != "missing":
                     self.store.delete_tree(self.staging)
-            else:
+                parent, name = self._parent_name()
+                old = self.store.join(parent, f".{name}{OLD_TAG}{self.run_id}")
+                if self.store.stat(self.root) == "missing" and self.store.stat(old) != "missing":
+                    self.store.rename(old, self.root)  # interrupted between the two renames
+            elif not self._committed:
                 for rel in self._written:
                     self.store.delete_file(self._path(rel))
         except Exception:  # clean-up must not hide the original error
@@ -838,6 +967,21 @@ def _iter_batches(data: Any) -> Iterator[Any]:
                 yield item
 
 
+def _sibling_stem(name: str) -> str:
+    """The output's name as used in its hidden siblings' names (``.NAME.fruitlens-...``):
+    the name itself, or a digest of it when that would make a name too long (255 bytes)."""
+    if len(os.fsencode(name)) <= 180:
+        return name
+    return "fruitlens-" + hashlib.sha256(os.fsencode(name)).hexdigest()[:40]
+
+
+def _is_mount_point(path: str) -> bool:
+    """True if the resolved local ``path`` is where a filesystem (or a bind mount) is
+    mounted: it cannot be renamed or swapped."""
+    parts = tuple(p for p in path.split(os.sep) if p)
+    return os.path.ismount(path) or any(point == parts for point, _, _ in _mounts())
+
+
 def recover(uri: str, *, _store: tuple[Any, str] | None = None) -> bool:
     """Local/Hadoop outputs: undo what a run killed mid-publish left.
 
@@ -853,6 +997,7 @@ def recover(uri: str, *, _store: tuple[Any, str] | None = None) -> bool:
         parent, name = os.path.dirname(root), os.path.basename(root)
     else:
         parent, _, name = root.rpartition("/")
+    name = _sibling_stem(name)
     prefix_staging, prefix_old = f".{name}{STAGING_TAG}", f".{name}{OLD_TAG}"
     siblings = store.listdir(parent)
     restored = False
