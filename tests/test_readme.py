@@ -325,9 +325,9 @@ def test_embed_unreadable_files_are_row_errors(
     errors = batch.column("error").to_pylist()
     assert errors[0] == f"unreadable: {tmp_path / 'missing.jpg'}: No such file or directory"
     assert errors[1] is None and errors[6] is None
-    assert errors[2] == f"unreadable: {fifo}: not a regular file"
-    assert errors[3] == f"unreadable: {folder}: a folder"
-    assert errors[4] == f"unreadable: {dangling}: No such file or directory"
+    assert errors[2] == f"unreadable: {fifo}: not a regular file (a FIFO)"
+    assert errors[3] == f"unreadable: {folder}: not a regular file (a folder)"
+    assert errors[4] == f"unreadable: {dangling}: dangling symbolic link"
     assert errors[5].startswith("unreadable: nul\0byte.jpg: ")
     assert errors[7].startswith("null")  # a None row keeps the native null error
     features = batch.column("features")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import numbers
 import os
-import stat
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ import pyarrow as pa
 
 from . import _native
 from ._errors import PCAError
+from ._files import read_local
 from ._runtime import find_onnxruntime_library
 
 __all__ = [
@@ -53,49 +53,6 @@ def _ensure_runtime() -> Path:
         return Path(_native.init_runtime(str(find_onnxruntime_library())))
 
 
-#: How an image file is opened: never blocks (a FIFO), never becomes a controlling tty.
-_OPEN_FLAGS = (
-    os.O_RDONLY
-    | getattr(os, "O_NONBLOCK", 0)
-    | getattr(os, "O_NOCTTY", 0)
-    | getattr(os, "O_CLOEXEC", 0)
-    | getattr(os, "O_BINARY", 0)
-)
-
-
-def _read_image_file(path: Any, max_bytes: int) -> tuple[bytes | None, str | None]:
-    """The bytes of a local image file, or ``(None, "<kind>: <path>: <reason>")``.
-
-    Only regular files (symlinks followed) are read: a folder, FIFO, device or missing
-    file is an ``unreadable`` error found by ``stat`` (nothing blocks), and a file larger
-    than ``max_bytes`` is a ``too_many_bytes`` error without being read."""
-    name = os.fsdecode(path)
-
-    def too_big(size: int) -> tuple[None, str]:
-        return None, (
-            f"too_many_bytes: {name} is {size} bytes, more than the limit of {max_bytes} bytes"
-        )
-
-    try:
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):
-            what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-            return None, f"unreadable: {name}: {what}"
-        if st.st_size > max_bytes:
-            return too_big(st.st_size)
-        with open(os.open(path, _OPEN_FLAGS), "rb", closefd=True) as handle:
-            st = os.fstat(handle.fileno())  # the file opened, should it have been swapped
-            if not stat.S_ISREG(st.st_mode):
-                return None, f"unreadable: {name}: not a regular file"
-            data = handle.read(max_bytes + 1)
-    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        return None, f"unreadable: {name}: {reason}"
-    if len(data) > max_bytes:  # it grew since stat
-        return too_big(len(data))
-    return data, None
-
-
 def _as_binary_array(
     images: ImagesLike, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> tuple[pa.Array, dict[int, str]]:
@@ -123,7 +80,7 @@ def _as_binary_array(
         if v is None:
             values.append(None)
         elif isinstance(v, (str, os.PathLike)):
-            data, error = _read_image_file(v, max_bytes)
+            data, error = read_local(os.fsdecode(v), v, max_bytes)
             values.append(data)
             if error is not None:
                 errors[i] = error

@@ -22,7 +22,6 @@ URIs, so the same code runs on local folders.
 from __future__ import annotations
 
 import concurrent.futures
-import errno
 import heapq
 import os
 import posixpath
@@ -38,6 +37,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from . import _uri
+from ._files import errno_reason as _errno_reason
+from ._files import not_regular as _not_regular
+from ._files import read_local
 
 __all__ = [
     "ARROW_SCHEMES",
@@ -220,34 +222,6 @@ def _hidden(relative: str) -> bool:
     return any(part.startswith(("_", ".")) for part in relative.split("/") if part)
 
 
-def _errno_reason(exc: OSError, path: str) -> str:
-    """A short reason for a failed ``stat``/``open``/``scandir`` of a local path."""
-    if isinstance(exc, FileNotFoundError) and os.path.islink(path):
-        return "dangling symbolic link"
-    if exc.errno == errno.ELOOP:
-        return "symbolic link loop"
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    return exc.strerror or type(exc).__name__
-
-
-def _file_kind(mode: int) -> str:
-    for test, name in (
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-    ):
-        if test(mode):
-            return name
-    return "of an unknown type"
-
-
-def _not_regular(mode: int) -> str:
-    return f"not a regular file ({_file_kind(mode)})"
-
-
 def _mtime(st: os.stat_result) -> datetime:
     return datetime.fromtimestamp(st.st_mtime, tz=timezone.utc)
 
@@ -413,51 +387,11 @@ def list_images(uri: str, extensions: Sequence[str] | None = DEFAULT_EXTENSIONS)
     return refs
 
 
-#: How a local file is opened: never blocks (a FIFO), never becomes a controlling tty.
-_OPEN_FLAGS = (
-    os.O_RDONLY
-    | getattr(os, "O_NONBLOCK", 0)
-    | getattr(os, "O_NOCTTY", 0)
-    | getattr(os, "O_CLOEXEC", 0)
-    | getattr(os, "O_BINARY", 0)
-)
-
-
-def _read_local(uri: str, path: str, max_bytes: int | None) -> tuple[bytes | None, str | None]:
-    """Read a local regular file; anything else (FIFO, device, folder, dangling link)
-    is an ``unreadable`` error, found by ``stat`` before opening, so nothing blocks."""
-    try:
-        st = os.stat(path)
-        if stat.S_ISREG(st.st_mode):
-            fd = os.open(path, _OPEN_FLAGS)
-        elif stat.S_ISDIR(st.st_mode):  # a folder list_local could not list
-            try:
-                with os.scandir(path):
-                    pass
-            except OSError as exc:
-                return None, f"unreadable: {uri}: folder not listed: {_errno_reason(exc, path)}"
-            return None, f"unreadable: {uri}: {_not_regular(st.st_mode)}"
-        else:
-            return None, f"unreadable: {uri}: {_not_regular(st.st_mode)}"
-    except OSError as exc:
-        return None, f"unreadable: {uri}: {_errno_reason(exc, path)}"
-    with open(fd, "rb", closefd=True) as handle:
-        st = os.fstat(fd)  # the file opened, should it have been swapped since stat
-        if not stat.S_ISREG(st.st_mode):
-            return None, f"unreadable: {uri}: {_not_regular(st.st_mode)}"
-        if max_bytes is not None and st.st_size > max_bytes:
-            return None, (
-                f"too_many_bytes: {uri} is {st.st_size} bytes, more than the limit of "
-                f"{max_bytes} bytes"
-            )
-        return handle.read(), None
-
-
 def _read_one(uri: str, max_bytes: int | None) -> tuple[bytes | None, str | None]:
     try:
         fs, path = filesystem_for(uri)
         if isinstance(fs, pafs.LocalFileSystem):
-            return _read_local(uri, path, max_bytes)
+            return read_local(uri, path, max_bytes)
         with fs.open_input_file(path) as handle:
             size = handle.size()
             if max_bytes is not None and size > max_bytes:
