@@ -9,6 +9,8 @@
 //! * Alpha: Pillow keeps a BMP's alpha only for 32-bit BITFIELDS files whose masks
 //!   name an alpha channel it knows; everywhere else (16-bit A1R5G5B5, …) the alpha
 //!   bits are ignored. [`pillow_keeps_alpha`] says which.
+//! * 16-bit pixels: Pillow scales 5/6-bit channels down (`v·255/31`), the `image` crate
+//!   rounds; [`floor_16bit_like_pillow`] converts.
 
 use image::RgbImage;
 
@@ -65,6 +67,52 @@ pub fn pillow_keeps_alpha(bytes: &[u8]) -> bool {
     ]
     .iter()
     .any(|m| m[..] == masks[..])
+}
+
+/// The layout of a 16-bit BMP that Pillow decodes: `Some(true)` for 5-6-5 BITFIELDS,
+/// `Some(false)` for 5-5-5 (uncompressed, or BITFIELDS with those masks); `None` for
+/// anything else (other depths, other masks: Pillow refuses those).
+pub fn sixteen_bit_565(bytes: &[u8]) -> Option<bool> {
+    let header = u32_at(bytes, 14)?;
+    if header == 12 {
+        return (u16_at(bytes, 24)? == 16).then_some(false);
+    }
+    if !INFO_HEADERS.contains(&header) || u16_at(bytes, 28)? != 16 {
+        return None;
+    }
+    match u32_at(bytes, 30)? {
+        0 => Some(false),
+        3 => match [54, 58, 62].map(|o| u32_at(bytes, o)) {
+            [Some(0xF800), Some(0x7E0), Some(0x1F)] => Some(true),
+            [Some(0x7C00), Some(0x3E0), Some(0x1F)] => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Rescale the channels of a 16-bit BMP decoded by the `image` crate, which rounds
+/// (`round(v·255/31)`), to Pillow's `BGR;15` / `BGR;16` unpackers, which floor
+/// (`v·255/31`, green of 5-6-5 `v·255/63`). Both scales are strictly increasing, so
+/// the rounded value gives back `v`. Pillow ignores the alpha bit (A1R5G5B5).
+pub fn floor_16bit_like_pillow(img: &mut RgbImage, is565: bool) {
+    fn table(max: u32) -> [u8; 256] {
+        let mut t = [0u8; 256];
+        for v in 0..=max {
+            let rounded = (2 * v * 255 + max) / (2 * max);
+            t[rounded as usize] = (v * 255 / max) as u8;
+        }
+        t
+    }
+    let five = table(31);
+    let green = if is565 { table(63) } else { five };
+    for p in img.pixels_mut() {
+        p.0 = [
+            five[p.0[0] as usize],
+            green[p.0[1] as usize],
+            five[p.0[2] as usize],
+        ];
+    }
 }
 
 /// The BMP with its colour-plane count set to 1 when it says otherwise (Pillow ignores
@@ -259,6 +307,70 @@ pub fn decode_rle(bytes: &[u8], h: &RleHeader) -> Result<RgbImage, DecodeFailure
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bottom-up 16-bit BMP, one row of the given pixels; `masks` makes it BITFIELDS.
+    fn bmp16(pixels: &[u16], masks: Option<[u32; 3]>) -> Vec<u8> {
+        let mut data: Vec<u8> = pixels.iter().flat_map(|p| p.to_le_bytes()).collect();
+        data.resize(data.len().div_ceil(4) * 4, 0);
+        let extra = if masks.is_some() { 12 } else { 0 };
+        let off = 54 + extra;
+        let mut b = b"BM".to_vec();
+        for v in [
+            (off + data.len()) as u32,
+            0,
+            off as u32,
+            40,
+            pixels.len() as u32,
+            1,
+        ] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.extend_from_slice(&16u16.to_le_bytes());
+        let compression: u32 = if masks.is_some() { 3 } else { 0 };
+        for v in [compression, data.len() as u32, 0, 0, 0, 0] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        for m in masks.into_iter().flatten() {
+            b.extend_from_slice(&m.to_le_bytes());
+        }
+        b.extend_from_slice(&data);
+        b
+    }
+
+    #[test]
+    fn sixteen_bit_channels_are_floored_like_pillow() {
+        let opts = crate::decode::DecodeOptions::default();
+        // 5-5-5 (BI_RGB, alpha bit set: ignored): every level of every channel.
+        let px: Vec<u16> = (0..32u16).map(|v| 0x8000 | v << 10 | v << 5 | v).collect();
+        let bytes = bmp16(&px, None);
+        assert_eq!(sixteen_bit_565(&bytes), Some(false));
+        let img = crate::decode::decode_rgb8(&bytes, &opts).unwrap();
+        for (v, p) in img.pixels().enumerate() {
+            let f = (v * 255 / 31) as u8;
+            assert_eq!(p.0, [f, f, f], "level {v}");
+        }
+        // 5-6-5 BITFIELDS.
+        let px: Vec<u16> = (0..64u16)
+            .map(|v| (v % 32) << 11 | v << 5 | (31 - v % 32))
+            .collect();
+        let bytes = bmp16(&px, Some([0xF800, 0x7E0, 0x1F]));
+        assert_eq!(sixteen_bit_565(&bytes), Some(true));
+        let img = crate::decode::decode_rgb8(&bytes, &opts).unwrap();
+        for (v, p) in img.pixels().enumerate() {
+            let want = [
+                (v % 32 * 255 / 31) as u8,
+                (v * 255 / 63) as u8,
+                ((31 - v % 32) * 255 / 31) as u8,
+            ];
+            assert_eq!(p.0, want, "level {v}");
+        }
+        // Other masks: not a layout Pillow reads.
+        assert_eq!(
+            sixteen_bit_565(&bmp16(&px, Some([0x1F, 0x7E0, 0xF800]))),
+            None
+        );
+    }
 
     /// An RLE8 bitmap (bottom-up unless `top_down`) with a 4-colour palette.
     pub(crate) fn rle8(w: i32, h: i32, top_down: bool, stream: &[u8]) -> Vec<u8> {

@@ -124,12 +124,6 @@ fn error_manager() -> ffi::jpeg_error_mgr {
     }
 }
 
-/// The orientation stored in an `Exif\0\0` APP1 segment, if any.
-fn exif_orientation(app1: &[u8]) -> Option<Orientation> {
-    app1.strip_prefix(b"Exif\0\0")
-        .and_then(Orientation::from_exif_chunk)
-}
-
 /// Pillow's `MULDIV255`: `round(a * b / 255)` in integer arithmetic.
 #[inline]
 fn muldiv255(a: u32, b: u32) -> u32 {
@@ -189,7 +183,7 @@ fn read_all<R: std::io::BufRead>(
 
 struct Decoded {
     rgb: RgbImage,
-    orientation: Option<Orientation>,
+    orientation: Orientation,
 }
 
 fn decode_inner(
@@ -220,10 +214,11 @@ fn decode_inner(
     }
     // Before libjpeg allocates its buffers (jpeg_start_decompress) and ours.
     admit(pixels);
-    let orientation = dec
-        .markers()
-        .filter(|m| m.marker == Marker::APP(1))
-        .find_map(|m| exif_orientation(m.data));
+    let orientation = crate::orientation::jpeg(
+        dec.markers()
+            .filter(|m| m.marker == Marker::APP(1))
+            .map(|m| m.data),
+    );
     let (width, height) = (w as u32, h as u32);
     // One buffer per image: libjpeg writes into it, colour conversion is in place.
     let rgb = match dec
@@ -348,9 +343,7 @@ pub(crate) fn decode_admitted(
         });
     }
     let mut img = image::DynamicImage::ImageRgb8(decoded.rgb);
-    if let Some(o) = decoded.orientation {
-        img.apply_orientation(o);
-    }
+    img.apply_orientation(decoded.orientation);
     Ok(img.into_rgb8())
 }
 

@@ -18,6 +18,7 @@ pub mod orientation;
 pub mod pca;
 pub mod process;
 pub mod resize;
+pub mod tiff_palette;
 pub mod tiff_planar;
 
 #[cfg(feature = "python")]

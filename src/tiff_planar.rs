@@ -10,7 +10,6 @@
 
 use std::io::Cursor;
 
-use image::metadata::Orientation;
 use image::{DynamicImage, ImageBuffer};
 use tiff::decoder::{Decoder, DecodingResult, Limits};
 use tiff::tags::{PlanarConfiguration, Tag};
@@ -59,7 +58,8 @@ pub fn is_tiled_planar(bytes: &[u8]) -> bool {
 
 /// Decode a tiled planar TIFF (see the module documentation). `max_alloc` bounds what
 /// the `tiff` crate may allocate; the caller has checked the dimensions.
-pub fn decode(bytes: &[u8], max_alloc: u64) -> Result<(DynamicImage, Orientation), DecodeFailure> {
+/// (The orientation is read by `crate::orientation::tiff`.)
+pub fn decode(bytes: &[u8], max_alloc: u64) -> Result<DynamicImage, DecodeFailure> {
     let mut limits = Limits::default();
     let cap = usize::try_from(max_alloc).unwrap_or(usize::MAX);
     limits.decoding_buffer_size = cap;
@@ -91,12 +91,6 @@ pub fn decode(bytes: &[u8], max_alloc: u64) -> Result<(DynamicImage, Orientation
             .flatten(),
         Some(PlanarConfiguration::Planar.to_u16())
     );
-    let orientation = d
-        .find_tag_unsigned::<u16>(Tag::Orientation)
-        .ok()
-        .flatten()
-        .and_then(|v| Orientation::from_exif(v.min(255) as u8))
-        .unwrap_or(Orientation::NoTransforms);
     let (tw, th) = d.chunk_dimensions();
     if tw == 0 || th == 0 {
         return Err(fail(Kind::Corrupt, "TIFF declares an empty tile"));
@@ -163,7 +157,7 @@ pub fn decode(bytes: &[u8], max_alloc: u64) -> Result<(DynamicImage, Orientation
         (3, _) => DynamicImage::ImageRgb16(ImageBuffer::from_raw(w, h, out16).ok_or_else(bad)?),
         _ => DynamicImage::ImageRgba16(ImageBuffer::from_raw(w, h, out16).ok_or_else(bad)?),
     };
-    Ok((img, orientation))
+    Ok(img)
 }
 
 /// Copy the `vw × vh` visible part of one plane's tile (rows of `cw` samples) into
@@ -299,7 +293,7 @@ pub(crate) mod tests {
         let b = plane(w, h, |x, y| ((x + y) % 256) as u16);
         let bytes = tiled_planar_tiff(w, h, 16, 16, 8, &[r.clone(), g.clone(), b.clone()]);
         assert!(is_tiled_planar(&bytes));
-        let (img, _) = decode(&bytes, 1 << 30).unwrap();
+        let img = decode(&bytes, 1 << 30).unwrap();
         let rgb = img.to_rgb8();
         for (x, y, p) in rgb.enumerate_pixels() {
             let i = (y * w + x) as usize;
@@ -316,7 +310,7 @@ pub(crate) mod tests {
             16,
             &[r16.clone(), r16.clone(), r16.clone(), a.clone()],
         );
-        let (img, _) = decode(&bytes, 1 << 30).unwrap();
+        let img = decode(&bytes, 1 << 30).unwrap();
         let DynamicImage::ImageRgba16(img) = img else {
             panic!("expected RGBA16")
         };

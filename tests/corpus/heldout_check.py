@@ -1860,13 +1860,7 @@ OUTCOMES = [
 
 #: Disagreements with Pillow that are known, each with its reason (the pytest in
 #: tests/test_corpus.py refuses any other).
-KNOWN_DISAGREEMENTS: dict[str, str] = {
-    "png/grey16": "16-bit grey: Pillow clips I;16 to 255 (helper F is landing it)",
-    "png/grey16_trns": "16-bit grey: Pillow clips I;16 to 255 (helper F is landing it)",
-    "png/grey16_exif_o6": "16-bit grey: Pillow clips I;16 to 255 (helper F is landing it)",
-    "tiff/grey16_pil": "16-bit grey: Pillow clips I;16 to 255 (helper F is landing it)",
-    "tiff/grey16_bigendian": "16-bit grey: Pillow clips I;16 to 255 (helper F is landing it)",
-}
+KNOWN_DISAGREEMENTS: dict[str, str] = {}
 
 #: The specific error kinds (everything but ``internal``).
 SPECIFIC_KINDS = (
