@@ -18,6 +18,7 @@ import struct
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -298,13 +299,19 @@ def test_large_images_one_at_a_time_give_the_same_results() -> None:
 # issue 11: decoder panics, silent wrong pixels, the image-rs test images
 # --------------------------------------------------------------------------------------
 
-_table_spec = importlib.util.spec_from_file_location(
-    "image_rs_table", HERE / "corpus" / "image_rs_table.py"
-)
-image_rs_table = importlib.util.module_from_spec(_table_spec)
-assert _table_spec.loader is not None
-sys.modules["image_rs_table"] = image_rs_table  # its dataclass looks itself up there
-_table_spec.loader.exec_module(image_rs_table)
+
+def _load_script(name: str) -> types.ModuleType:
+    """Import tests/corpus/NAME.py as module NAME (registered in sys.modules: its
+    dataclasses look their module up there)."""
+    spec = importlib.util.spec_from_file_location(name, HERE / "corpus" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+image_rs_table = _load_script("image_rs_table")
 
 
 def _ref_pixels(data: bytes, size: int) -> np.ndarray:
@@ -458,13 +465,7 @@ def test_heldout_corpus_agrees_with_pillow(tmp_path: Path) -> None:
     """tests/corpus/heldout_check.py's ~400 odd but legal images, in-process: no crash,
     no internal error, no disagreement with Pillow's pipeline but the listed ones, and a
     specific error kind wherever fruitlens refuses a file Pillow decodes."""
-    spec = importlib.util.spec_from_file_location(
-        "heldout_check", HERE / "corpus" / "heldout_check.py"
-    )
-    heldout = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    sys.modules["heldout_check"] = heldout  # its dataclasses look the module up
-    spec.loader.exec_module(heldout)
+    heldout = _load_script("heldout_check")
     rows = heldout.classify(heldout.build(0), 64, tmp_path, subprocess_check=False)
     print("\n" + heldout.table(rows) + "\n" + heldout.details(rows))
     assert len(rows) >= 350
