@@ -4,7 +4,7 @@ Both read the same folder with Spark's ``binaryFile`` source in the same local
 Spark session, use the same ONNX model file and threads per task (the task's
 CPUs), and write the same Parquet columns (path, label, features, pca, error):
 
-(a) **fruitlens**: :func:`fruitlens.cli.run_pipeline` in-process (native decode +
+(a) **fruitlens**: :func:`fruitlens.pipeline.run` in-process (native decode +
     ONNX Runtime in ``mapInArrow``, native distributed PCA statistics);
 (b) **baseline**: a ``pandas_udf`` that decodes with Pillow
     (``Image.open(...).convert("RGB").resize((S, S))``, bicubic), scales
@@ -55,8 +55,9 @@ try:
 except ImportError:  # running from a checkout without installing
     sys.path.insert(0, str(REPO / "python"))
 
-from fruitlens import cli  # noqa: E402
+from fruitlens import _session, pipeline  # noqa: E402
 from fruitlens import spark as fs  # noqa: E402
+from fruitlens._args import k_arg  # noqa: E402
 
 DEFAULT_IMAGES = REPO.parent / "shared" / "data" / "fruits360-sample"
 
@@ -172,7 +173,8 @@ def run_baseline(
     cpu0 = cpu_snapshot()
     t_all = time.perf_counter()
     t0 = t_all
-    split = cli._SqlConf(spark, cli._file_splits(cli.TASKS_PER_CORE * _parallelism(spark)))
+    splits = _session._file_splits(_session.TASKS_PER_CORE * _parallelism(spark))
+    split = _session._SqlConf(spark, splits)
     with split:  # the same partitions as fruitlens run (planned when cached)
         images = fs.read_images(spark, src)
         feats = _baseline_featurize(images, model, args.size, args.batch_size).persist(
@@ -243,23 +245,17 @@ def _parallelism(spark: Any) -> int:
 
 
 def run_fruitlens(args: argparse.Namespace, model: str, out: str, src: str) -> dict[str, Any]:
-    parser = cli.add_run_arguments(argparse.ArgumentParser())
-    run_args = parser.parse_args(
-        [
-            src,
-            out,
-            "--model",
-            model,
-            "--k",
-            str(args.k),
-            "--batch-size",
-            str(args.batch_size),
-            "--overwrite",
-            "--no-progress",
-        ]
+    config = pipeline.RunConfig(
+        src,
+        out,
+        model=model,
+        k=k_arg(str(args.k)),  # as `fruitlens run --k` reads it
+        batch_size=args.batch_size,
+        overwrite=True,
+        progress=False,
     )
     cpu0 = cpu_snapshot()
-    summary = cli.run_pipeline(run_args)
+    summary = pipeline.run(config)
     return {
         "pipeline": "fruitlens",
         "cpu_s": cpu_delta(cpu0, cpu_snapshot()),
@@ -424,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     args.input = str(src)
 
     t0 = time.perf_counter()
-    spark, _created = cli.get_session(args.master)
+    spark, _created = _session.get_session(args.master)
     start_s = time.perf_counter() - t0
     print(
         json.dumps({"spark_start_s": round(start_s, 2), "master": spark.sparkContext.master,

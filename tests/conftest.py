@@ -179,3 +179,19 @@ def fruit_images(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     (root / "raspberry" / "notes.txt").write_text("not an image")
     shutil.copyfile(extra_apple, root / "raspberry" / ".hidden.jpg")
     return root
+
+
+@pytest.fixture
+def spark_s3(spark, s3_server, s3_bucket: str):
+    """The session Spark, its Python workers pointed at the S3 endpoint (moto) too.
+
+    The driver sees the endpoint through os.environ (monkeypatched by s3_bucket); the
+    workers get their environment from the JVM, started earlier, plus
+    ``SparkContext.environment``, which applies to the functions created from now on.
+    """
+    environment = spark.sparkContext.environment
+    saved = dict(environment)
+    environment.update(s3_server.env())
+    yield spark
+    environment.clear()
+    environment.update(saved)

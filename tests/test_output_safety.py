@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fruitlens import PCA, OutputError, cli, io, output
+from fruitlens import PCA, OutputError, _args, _session, cli, io, output
+from fruitlens.output import _checks, _recover, _stores, _target
 
 # --------------------------------------------------------------------------------------
 # 1. OUTPUT must not be, contain or lie inside INPUT; never a bucket or filesystem root
@@ -54,7 +55,7 @@ def no_spark(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("Spark was started before the check")
 
-    monkeypatch.setattr(cli, "get_session", refuse)
+    monkeypatch.setattr(_session, "get_session", refuse)
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -133,6 +134,16 @@ def test_object_store_neighbours_are_not_overlaps() -> None:
     output.check_paths("/data/images", "/data/images2")
 
 
+def _overwrite_is_refused(tmp_path: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """Run ``tmp_path/in`` into ``out`` with --overwrite: exit 1, nothing under
+    ``tmp_path`` changed; returns stderr."""
+    before = _snapshot(tmp_path)
+    code, err = _run([str(tmp_path / "in"), str(out), "--overwrite"], capsys)
+    assert code == 1, err
+    assert _snapshot(tmp_path) == before
+    return err
+
+
 def test_overwrite_refuses_a_folder_that_is_not_a_fruitlens_output(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], no_spark: None
 ) -> None:
@@ -141,10 +152,8 @@ def test_overwrite_refuses_a_folder_that_is_not_a_fruitlens_output(
     (out / "sub").mkdir(parents=True)
     (out / "thesis.tex").write_text("years of work")
     (out / "sub" / "_SUCCESS").write_text("")
-    before = _snapshot(tmp_path)
-    code, err = _run([str(tmp_path / "in"), str(out), "--overwrite"], capsys)
-    assert code == 1 and "not a fruitlens output" in err and "delete it yourself" in err
-    assert _snapshot(tmp_path) == before
+    err = _overwrite_is_refused(tmp_path, out, capsys)
+    assert "not a fruitlens output" in err and "delete it yourself" in err
 
 
 def test_overwrite_refuses_foreign_files_inside_a_fruitlens_output(
@@ -154,10 +163,8 @@ def test_overwrite_refuses_foreign_files_inside_a_fruitlens_output(
     out = tmp_path / "out"
     io.write_parquet_atomic(_table("old", 3), str(out))
     (out / "notes.txt").write_text("mine")
-    before = _snapshot(tmp_path)
-    code, err = _run([str(tmp_path / "in"), str(out), "--overwrite"], capsys)
-    assert code == 1 and "did not write" in err and "notes.txt" in err
-    assert _snapshot(tmp_path) == before
+    err = _overwrite_is_refused(tmp_path, out, capsys)
+    assert "did not write" in err and "notes.txt" in err
 
 
 def _legacy_output(out: Path) -> None:
@@ -193,10 +200,8 @@ def test_an_older_output_with_a_foreign_file_is_not_replaced(
     out = tmp_path / "legacy"
     _legacy_output(out)
     (out / "notes.txt").write_text("mine")
-    before = _snapshot(tmp_path)
-    code, err = _run([str(tmp_path / "in"), str(out), "--overwrite"], capsys)
-    assert code == 1 and "not a fruitlens manifest" in err
-    assert _snapshot(tmp_path) == before
+    err = _overwrite_is_refused(tmp_path, out, capsys)
+    assert "not a fruitlens manifest" in err
 
 
 def test_existing_output_without_overwrite_is_refused_before_spark(
@@ -251,7 +256,7 @@ def test_k_above_the_feature_dimension_is_refused_up_front(
         cli.main(["run", "in", "out", "--k", "5000"])
     assert info.value.code == 2
     assert "1280" in capsys.readouterr().err
-    assert cli._parse_k("1280") == 1280
+    assert _args.k_arg("1280") == 1280
 
 
 # --------------------------------------------------------------------------------------
@@ -270,13 +275,20 @@ def _pca_json() -> str:
     return PCA(3).fit(rng.normal(size=(20, 1280)).astype("float32")).to_json()
 
 
-def _write_output(uri: str, tag: str, n: int, *, overwrite: bool = True) -> output.Manifest:
+def _staged_output(
+    uri: str, tag: str, n: int, *, overwrite: bool = True, rows_per_file: int | None = None
+) -> output.OutputTarget:
+    """An output of ``n`` rows tagged ``tag``, prepared and written but not committed."""
     target = output.OutputTarget(uri)
     target.prepare(overwrite=overwrite)
-    target.write_parquet(_table(tag, n), rows_per_file=max(1, n // 3))
+    target.write_parquet(_table(tag, n), rows_per_file=rows_per_file or max(1, n // 3))
     target.write_text(output.PCA_FILE, _pca_json())
     target.write_text(output.SUMMARY_FILE, json.dumps({"tag": tag}))
-    return target.commit()
+    return target
+
+
+def _write_output(uri: str, tag: str, n: int, *, overwrite: bool = True) -> output.Manifest:
+    return _staged_output(uri, tag, n, overwrite=overwrite).commit()
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -469,7 +481,7 @@ def _check_next_run_cleans_up(uri: str, local: Path | None, env: dict[str, str])
     else:
         fs, root = io.filesystem_for(uri)
         manifest = output.verify(uri)
-        present = set(output._ArrowStore(fs).files(root))
+        present = set(_stores.ArrowStore(fs).files(root))
         assert present == set(manifest.files) | set(manifest.aliases) | {"_SUCCESS"}
 
 
@@ -535,7 +547,7 @@ def test_sigkill_at_every_object_store_commit_point(s3_server, s3_bucket: str) -
 
 def _hadoop_target(spark, out: Path) -> output.OutputTarget:
     target = output.OutputTarget(str(out))
-    target.store = output._HadoopStore(spark, "file:" + str(out))
+    target.store = _stores.HadoopStore(spark, "file:" + str(out))
     target.root = "file:" + str(out)
     target.staging = f"file:{out.parent}/.{out.name}{output.STAGING_TAG}{target.run_id}"
     return target
@@ -572,11 +584,11 @@ def test_hadoop_filesystem_commit_and_overwrite(spark, tmp_path: Path) -> None:
 def _fake_bind_mount(monkeypatch: pytest.MonkeyPatch, source: Path, point: Path) -> None:
     """Make ``point`` look like a bind mount of ``source`` (as /proc/self/mountinfo would
     show it), without mounting anything."""
-    real = output._mounts() or [((), "dev0", ())]
-    monkeypatch.setattr(output, "_mounts", lambda: real)
-    device, inner = output._on_device(tuple(p for p in str(source).split(os.sep) if p))
+    real = _checks.mounts() or [((), "dev0", ())]
+    monkeypatch.setattr(_checks, "mounts", lambda: real)
+    device, inner = _checks.on_device(tuple(p for p in str(source).split(os.sep) if p))
     fake = (tuple(p for p in str(point).split(os.sep) if p), device, inner)
-    monkeypatch.setattr(output, "_mounts", lambda: [*real, fake])
+    monkeypatch.setattr(_checks, "mounts", lambda: [*real, fake])
 
 
 @pytest.mark.parametrize(
@@ -626,9 +638,9 @@ def test_mount_point_output_is_refused_before_any_work(
     # only after the whole run before
     point = tmp_path / "volume"
     point.mkdir()
-    real = output._mounts()
+    real = _checks.mounts()
     parts = tuple(p for p in str(point).split(os.sep) if p)
-    monkeypatch.setattr(output, "_mounts", lambda: [*real, (parts, "dev9", ("host", "v"))])
+    monkeypatch.setattr(_checks, "mounts", lambda: [*real, (parts, "dev9", ("host", "v"))])
     with pytest.raises(OutputError, match="mount point"):
         output.check_paths(str(tmp_path / "in"), str(point))
     with pytest.raises(OutputError, match=r"mount point.*volume/fruitlens-output"):
@@ -675,7 +687,7 @@ def test_very_long_output_name_stages_under_a_short_name(tmp_path: Path) -> None
         io.write_parquet_atomic(_table(tag, 2), str(out), overwrite=True)
     assert pq.read_table(out).column("path").to_pylist() == ["new-0", "new-1"]
     assert sorted(os.listdir(tmp_path)) == [out.name]
-    stem = output._sibling_stem(out.name)
+    stem = _recover.sibling_stem(out.name)
     leftover = tmp_path / f".{stem}{output.STAGING_TAG}{'a' * 32}"
     leftover.mkdir()
     io.write_parquet_atomic(_table("again", 1), str(out), overwrite=True)
@@ -738,7 +750,7 @@ def _interrupt_at(monkeypatch: pytest.MonkeyPatch, point: str) -> None:
         if name == point:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(output, "_kill_point", kill_point)
+    monkeypatch.setattr(_target, "kill_point", kill_point)
 
 
 def test_interrupt_after_the_manifest_put_keeps_the_new_output(
@@ -749,11 +761,7 @@ def test_interrupt_after_the_manifest_put_keeps_the_new_output(
     uri = f"s3://{s3_bucket}/runs/out"
     _write_output(uri, "old", 4)
     _interrupt_at(monkeypatch, "after-manifest")
-    target = output.OutputTarget(uri)
-    target.prepare(overwrite=True)
-    target.write_parquet(_table("new", 5), rows_per_file=2)
-    target.write_text(output.PCA_FILE, _pca_json())
-    target.write_text(output.SUMMARY_FILE, json.dumps({"tag": "new"}))
+    target = _staged_output(uri, "new", 5, rows_per_file=2)
     with pytest.raises(KeyboardInterrupt):
         target.commit()
     target.abort()  # what run_pipeline does on any error
@@ -770,11 +778,7 @@ def test_interrupt_between_the_two_renames_puts_the_old_output_back(
     _write_output(uri, "old", 4)
     monkeypatch.setenv(output.NO_EXCHANGE_ENV, "1")
     _interrupt_at(monkeypatch, "old-moved")
-    target = output.OutputTarget(uri)
-    target.prepare(overwrite=True)
-    target.write_parquet(_table("new", 5), rows_per_file=2)
-    target.write_text(output.PCA_FILE, _pca_json())
-    target.write_text(output.SUMMARY_FILE, json.dumps({"tag": "new"}))
+    target = _staged_output(uri, "new", 5, rows_per_file=2)
     with pytest.raises(KeyboardInterrupt):
         target.commit()
     assert not (tmp_path / "out").exists()
@@ -807,7 +811,7 @@ def test_big_folder_that_is_no_output_is_refused_without_listing_it_all(
     def walked(*args: object) -> None:
         raise AssertionError("listed the whole folder")
 
-    monkeypatch.setattr(output._LocalStore, "files", walked)
+    monkeypatch.setattr(_stores.LocalStore, "files", walked)
     with pytest.raises(OutputError, match="not a fruitlens output"):
         io.write_parquet_atomic(_table("x", 2), str(home), overwrite=True)
     assert (home / "a" / "b" / "thesis.tex").read_text() == "years of work"

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import fruitlens
-from fruitlens import _uri, cli
+from fruitlens import _preflight, _uri, cli
 from fruitlens import io as fl_io
 
 # --------------------------------------------------------------------------------------
@@ -169,10 +169,10 @@ def test_local_paths_and_uris(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     # the modules that parse paths all use it
     assert fl_io.filesystem_for("file:/d/a%20b#c.jpg")[1] == "/d/a%20b#c.jpg"
     assert fl_io.filesystem_for("s3://bkt/a#b?c")[1] == "bkt/a#b?c"
-    assert cli._local("file:/d/a%20b#c.jpg") == "/d/a%20b#c.jpg"
-    from fruitlens import spark as fs
+    assert _preflight._local("file:/d/a%20b#c.jpg") == "/d/a%20b#c.jpg"
+    from fruitlens.spark._read import _local_path
 
-    assert fs._local_path("file:/d/x?.jpg") == "/d/x?.jpg" and fs._local_path("s3://b/x") is None
+    assert _local_path("file:/d/x?.jpg") == "/d/x?.jpg" and _local_path("s3://b/x") is None
 
 
 # --------------------------------------------------------------------------------------
@@ -189,7 +189,7 @@ def test_local_names_round_trip(tmp_path: Path, seed: int) -> None:
         ("file:" + str(root), "file:"),
         (f"file://{root}", "file:"),
     ]:
-        refs = fl_io.list_images(uri)
+        refs = fl_io.find_images(uri)
         assert [r.path for r in refs] == sorted(prefix + p for p in files)
         assert [r.label for r in refs] == [Path(p).parent.name for p in sorted(files)]
         assert all(r.error is None for r in refs)
@@ -205,7 +205,7 @@ def test_s3_names_round_trip(s3_server, s3_bucket: str) -> None:
         key = f"in put#1?/{LABELS[i % 2]}/{name}"
         client.put_object(Bucket=s3_bucket, Key=key, Body=_bmp(i))
         expected[f"s3://{s3_bucket}/{key}"] = _bmp(i)
-    refs = fl_io.list_images(f"s3://{s3_bucket}/in put#1?")
+    refs = fl_io.find_images(f"s3://{s3_bucket}/in put#1?")
     assert [r.path for r in refs] == sorted(expected)
     assert [r.label for r in refs] == [p.rsplit("/", 2)[1] for p in sorted(expected)]
     assert _fetch([r.path for r in refs]) == [(expected[p], None) for p in sorted(expected)]
@@ -224,7 +224,7 @@ def test_symlink_loops_end_and_list_each_image_once(tmp_path: Path) -> None:
     os.symlink("..", root / "a" / "loop")  # one link: every image appeared 41 times
     os.symlink("..", root / "a" / "loop2")  # two links: the listing never ended
     os.symlink(".", root / "self")
-    refs = _in_thread(lambda: fl_io.list_images(str(root)))
+    refs = _in_thread(lambda: fl_io.find_images(str(root)))
     assert [r.path for r in refs] == [str(root / "a" / "x.bmp"), str(root / "b.bmp")]
 
 
@@ -240,14 +240,14 @@ def test_symlinked_files_and_folders_are_followed_once(tmp_path: Path) -> None:
     os.symlink(str(outside), root / "kiwi")  # a linked folder outside the root
     os.symlink(str(outside), root / "kiwi2")  # ... twice
     os.symlink(str(outside / "o.bmp"), root / "apple" / "y.bmp")
-    refs = fl_io.list_images(str(root))
+    refs = fl_io.find_images(str(root))
     # each file once, by its first path in sorted order
     assert [(r.path, r.label) for r in refs] == [
         (str(root / "apple" / "x.bmp"), "apple"),
         (str(root / "apple" / "y.bmp"), "apple"),
     ]
     os.remove(root / "apple" / "y.bmp")
-    refs = fl_io.list_images(str(root))
+    refs = fl_io.find_images(str(root))
     assert [(r.path, r.label) for r in refs] == [
         (str(root / "apple" / "x.bmp"), "apple"),
         (str(root / "kiwi" / "o.bmp"), "kiwi"),
@@ -280,7 +280,7 @@ def test_dangling_links_fifos_sockets_devices_are_error_rows(tmp_path: Path) -> 
     root = tmp_path / "root"
     special = _special_files(root / "odd")
     (root / "odd" / "ok.bmp").write_bytes(_bmp(1))
-    refs = _in_thread(lambda: fl_io.list_images(str(root)))
+    refs = _in_thread(lambda: fl_io.find_images(str(root)))
     listed = {r.path: r.error for r in refs}
     assert listed == {**special, str(root / "odd" / "ok.bmp"): None}
     # reading them never blocks (the FIFO has no writer) and says why
@@ -291,7 +291,7 @@ def test_dangling_links_fifos_sockets_devices_are_error_rows(tmp_path: Path) -> 
         else:
             assert content is None and error == f"unreadable: {path}: {special[path]}"
     # a single special file given as the input
-    (ref,) = fl_io.list_images(str(root / "odd" / "fifo.bmp"))
+    (ref,) = fl_io.find_images(str(root / "odd" / "fifo.bmp"))
     assert ref.error == "not a regular file (a FIFO)"
 
 
@@ -326,7 +326,7 @@ def test_unreadable_folder_is_an_error_row() -> None:
             os.chmod(p, 0o755)
         code = (
             "import json, sys; from fruitlens import io\n"
-            f"refs = io.list_images({str(base)!r})\n"
+            f"refs = io.find_images({str(base)!r})\n"
             "fetched = list(io.fetch_batches([__import__('pyarrow').record_batch("
             "[__import__('pyarrow').array([r.path for r in refs])], names=['path'])]))[0]\n"
             "print(json.dumps([[r.path, r.error] for r in refs]))\n"
@@ -351,17 +351,6 @@ def test_unreadable_folder_is_an_error_row() -> None:
 # --------------------------------------------------------------------------------------
 # Spark routes: binaryFile (--io spark), the driver listing, fruitlens run end to end
 # --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def spark_s3(spark, s3_server, s3_bucket: str):
-    """The Spark session with the moto endpoint in the workers' environment too."""
-    environment = spark.sparkContext.environment
-    saved = dict(environment)
-    environment.update(s3_server.env())
-    yield spark
-    environment.clear()
-    environment.update(saved)
 
 
 @pytest.mark.spark

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ pytest.importorskip("pyspark")
 import fruitlens
 from fruitlens import spark as fs
 from fruitlens._errors import FruitlensError, ModelError
+from fruitlens.spark import _read
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -128,7 +132,7 @@ def test_list_images_and_fetch_in_tasks(
         parts = relation.rdd.glom().map(len).collect()
     finally:
         spark.conf.unset(key)
-    if fs._spark_major(spark) >= 4:  # (Spark 3.5 ignores local_relation)
+    if _read._spark_major(spark) >= 4:  # (Spark 3.5 ignores local_relation)
         assert sorted(parts) == sorted([N_ROWS // 3 + (i < N_ROWS % 3) for i in range(3)])
     assert sum(parts) == N_ROWS
     assert relation.schema == listing.schema
@@ -273,7 +277,7 @@ def test_pipeline_fit_save_load(spark, images, onnx_224: Path, tmp_path: Path) -
     pipeline = Pipeline(
         stages=[
             fs.ImageEmbedder(modelPath=str(onnx_224), batchSize=16),
-            fs.PCA(k=4, outputCol="scores"),
+            fs.FeaturePCA(k=4, outputCol="scores"),
         ]
     )
     model = pipeline.fit(images)
@@ -285,7 +289,7 @@ def test_pipeline_fit_save_load(spark, images, onnx_224: Path, tmp_path: Path) -
     model.write().overwrite().save(str(tmp_path / "pipeline"))
     loaded = PipelineModel.load(str(tmp_path / "pipeline"))
     embedder, pca_model = loaded.stages
-    assert isinstance(embedder, fs.ImageEmbedder) and isinstance(pca_model, fs.PCAModel)
+    assert isinstance(embedder, fs.ImageEmbedder) and isinstance(pca_model, fs.FeaturePCAModel)
     assert embedder.getModelPath() == str(onnx_224) and embedder.getBatchSize() == 16
     assert pca_model.getK() == 4 and pca_model.getOutputCol() == "scores"
     assert pca_model.pca.k == 4
@@ -299,17 +303,17 @@ def test_pipeline_fit_save_load(spark, images, onnx_224: Path, tmp_path: Path) -
             np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-6)
 
     # the estimator alone saves/loads too, with a fractional k
-    est = fs.PCA(k=0.9)
+    est = fs.FeaturePCA(k=0.9)
     est.save(str(tmp_path / "estimator"))
-    assert fs.PCA.load(str(tmp_path / "estimator")).getK() == pytest.approx(0.9)
+    assert fs.FeaturePCA.load(str(tmp_path / "estimator")).getK() == pytest.approx(0.9)
 
 
 def test_pca_param_validation() -> None:
     with pytest.raises((TypeError, ValueError)):
-        fs.PCA(k=0)
+        fs.FeaturePCA(k=0)
     with pytest.raises((TypeError, ValueError)):
-        fs.PCA(k=1.5)
-    assert fs.PCA(k=3).getK() == 3 and isinstance(fs.PCA(k=3).getK(), int)
+        fs.FeaturePCA(k=1.5)
+    assert fs.FeaturePCA(k=3).getK() == 3 and isinstance(fs.FeaturePCA(k=3).getK(), int)
 
 
 def test_large_var_types(spark, images, onnx_224: Path) -> None:
@@ -325,7 +329,74 @@ def test_large_var_types(spark, images, onnx_224: Path) -> None:
 
 
 def test_case_insensitive_glob() -> None:
-    assert fs._case_insensitive_glob(["jpg", "tif"]) == "*.{[jJ][pP][gG],[tT][iI][fF]}"
+    assert _read._case_insensitive_glob(["jpg", "tif"]) == "*.{[jJ][pP][gG],[tT][iI][fF]}"
     with pytest.raises(ValueError):
-        fs._case_insensitive_glob(["j*g"])
+        _read._case_insensitive_glob(["j*g"])
     assert isinstance(pa.array([1]), pa.Array)
+
+
+def test_deprecated_names_are_aliases(random_onnx: Path) -> None:
+    import fruitlens.ml
+    import fruitlens.spark.ml
+
+    for module in (fs, fruitlens.spark.ml, fruitlens.ml):
+        with pytest.warns(DeprecationWarning, match="FeaturePCA"):
+            assert module.PCA is fs.FeaturePCA
+        with pytest.warns(DeprecationWarning, match="FeaturePCAModel"):
+            assert module.PCAModel is fs.FeaturePCAModel
+    assert fruitlens.ml.ImageEmbedder is fs.ImageEmbedder  # an alias module, no warning
+    with pytest.warns(DeprecationWarning, match="pca_stats"):
+        assert fs.pca_statistics is fs.pca_stats
+    shape = fs.model_shape(random_onnx)
+    assert isinstance(shape, fs.ModelShape) and shape == (96, 1280)
+    assert (shape.input_size, shape.output_dim) == (96, 1280)
+    with pytest.warns(DeprecationWarning, match="model_shape"):
+        old = fs.model_input_size(random_onnx)
+    assert old == (96, 1280) and type(old) is tuple
+
+
+def test_stages_saved_under_the_old_class_paths_still_load(spark, tmp_path: Path) -> None:
+    """Pipelines saved before the stages moved name them ``fruitlens.ml.PCA``,
+    ``fruitlens.ml.PCAModel`` and ``fruitlens.ml.ImageEmbedder`` in their metadata."""
+    from pyspark.ml import PipelineModel
+
+    rows = np.random.default_rng(0).normal(size=(20, 1280)).astype(np.float32)
+    fitted = fruitlens.PCA(3).fit(rows)
+    pca_model = fs.FeaturePCAModel(fitted.to_json()).setOutputCol("scores")
+    embedder = fs.ImageEmbedder(modelPath="/models/m.onnx", batchSize=16)
+    PipelineModel(stages=[embedder, pca_model]).save(str(tmp_path / "pipeline"))
+    fs.FeaturePCA(k=0.9).save(str(tmp_path / "estimator"))
+    old = {
+        "fruitlens.spark.ml.ImageEmbedder": "fruitlens.ml.ImageEmbedder",
+        "fruitlens.spark.ml.FeaturePCAModel": "fruitlens.ml.PCAModel",
+        "fruitlens.spark.ml.FeaturePCA": "fruitlens.ml.PCA",
+    }
+    rewritten = 0
+    for part in tmp_path.rglob("metadata/part-*"):
+        text = part.read_text()
+        for new, before in old.items():
+            if f'"{new}"' in text:
+                text = text.replace(f'"{new}"', f'"{before}"')
+                rewritten += 1
+        part.write_text(text)
+        (part.parent / f".{part.name}.crc").unlink(missing_ok=True)  # Hadoop's checksum
+    assert rewritten == 3  # the test saw the class paths it rewrites
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        loaded = PipelineModel.load(str(tmp_path / "pipeline"))
+        estimator = fs.FeaturePCA.load(str(tmp_path / "estimator"))
+    got_embedder, got_pca = loaded.stages
+    assert isinstance(got_embedder, fs.ImageEmbedder) and isinstance(got_pca, fs.FeaturePCAModel)
+    assert got_embedder.getModelPath() == "/models/m.onnx" and got_embedder.getBatchSize() == 16
+    assert got_pca.getOutputCol() == "scores" and got_pca.pca.k == 3
+    assert isinstance(estimator, fs.FeaturePCA) and estimator.getK() == pytest.approx(0.9)
+
+
+def test_task_module_imports_no_pyspark() -> None:
+    code = (
+        "import sys, fruitlens.spark._tasks, fruitlens.spark; "
+        "print([m for m in sys.modules if m.startswith('pyspark')])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -8,17 +8,11 @@
 
 from __future__ import annotations
 
-from ._core import (
-    DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_PIXELS,
-    PCA,
-    Embedder,
-    PCAStats,
-    decode,
-    pca_stats,
-)
+from ._convert import build_random_model, convert_keras
+from ._core import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Embedder, decode
 from ._errors import (
     DecodeError,
+    FetchError,
     FruitlensError,
     InferenceError,
     InternalError,
@@ -27,9 +21,10 @@ from ._errors import (
     PCAError,
     RuntimeNotFoundError,
 )
+from ._model_info import model_info
 from ._native import MAX_PCA_DIM, MAX_SIZE, MAX_THREADS, __version__
+from ._pca import PCA, PCAStats, pca_stats
 from ._runtime import find_onnxruntime_library
-from .models import build_random_model, convert_keras, model_info
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -40,6 +35,7 @@ __all__ = [
     "PCA",
     "DecodeError",
     "Embedder",
+    "FetchError",
     "FruitlensError",
     "InferenceError",
     "InternalError",

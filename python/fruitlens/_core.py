@@ -1,25 +1,23 @@
-"""Python façade over the native core: argument handling and Arrow/numpy conversion.
+"""Python façade over the native core: decoding and embedding images.
 
 All heavy work runs in Rust with the GIL released; this module only adapts inputs
-(lists of bytes or file paths, numpy arrays, chunked arrays, record batches) to Arrow
-and outputs back.
+(lists of bytes or file paths, numpy arrays, chunked arrays) to Arrow and outputs back.
+PCA lives in :mod:`fruitlens._pca`.
 """
 
 from __future__ import annotations
 
-import json
-import numbers
 import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Union
 
 import numpy as np
 import pyarrow as pa
 
 from . import _native
-from ._errors import PCAError
+from ._common import PathLike
 from ._files import read_local
 from ._runtime import find_onnxruntime_library
 
@@ -27,11 +25,8 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_MAX_PIXELS",
-    "PCA",
     "Embedder",
-    "PCAStats",
     "decode",
-    "pca_stats",
 ]
 
 DEFAULT_MAX_PIXELS: int = _native.DEFAULT_MAX_PIXELS
@@ -39,7 +34,6 @@ DEFAULT_MAX_PIXELS: int = _native.DEFAULT_MAX_PIXELS
 DEFAULT_BATCH_SIZE: int = _native.DEFAULT_BATCH_SIZE
 DEFAULT_MAX_BYTES: int = _native.DEFAULT_MAX_BYTES
 
-PathLike = Union[str, "os.PathLike[str]"]
 ImagesLike = Union[
     pa.Array, pa.ChunkedArray, Sequence[Union[bytes, bytearray, memoryview, PathLike, None]]
 ]
@@ -102,37 +96,6 @@ def _with_errors(batch: pa.RecordBatch, errors: dict[int, str]) -> pa.RecordBatc
     columns = list(batch.columns)
     columns[index] = pa.array(messages, type=batch.schema.field(index).type)
     return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
-
-
-def _features_column(table: pa.RecordBatch | pa.Table) -> Any:
-    """The ``features`` column of what :meth:`Embedder.embed` returns (or a table of it)."""
-    if "features" not in table.schema.names:
-        raise PCAError(
-            "expected rows of features: this record batch/table has no 'features' column "
-            f"(columns: {', '.join(table.schema.names) or 'none'})"
-        )
-    return table.column("features")
-
-
-def _rows_array(x: Any, what: str = "x") -> pa.Array:
-    """Rows of floats as an Arrow list-like array (zero-copy for float32 numpy).
-
-    ``x``: numpy/array-like ``[N, D]``, an Arrow list array (null rows are failed images),
-    or a record batch/table with a ``features`` column (what :meth:`Embedder.embed` returns).
-    """
-    if isinstance(x, (pa.RecordBatch, pa.Table)):
-        x = _features_column(x)
-    if isinstance(x, pa.ChunkedArray):
-        x = x.combine_chunks()
-    if isinstance(x, pa.Array):
-        return x
-    arr = np.asarray(x)
-    if arr.ndim != 2:
-        raise ValueError(f"{what} must be 2-D (rows, features), got shape {arr.shape}")
-    if arr.dtype != np.float32:
-        arr = arr.astype(np.float32)
-    arr = np.ascontiguousarray(arr)
-    return pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), arr.shape[1])
 
 
 def decode(
@@ -244,206 +207,3 @@ class Embedder:
             f"Embedder({str(self.model_path)!r}, input_size={self.input_size}, "
             f"output_dim={self.output_dim}, threads={self.threads})"
         )
-
-
-class PCAStats:
-    """Mergeable one-pass PCA statistics (n, Σx, XᵀX in float64).
-
-    Compute one per partition with :func:`pca_stats`, ship them with
-    :meth:`to_bytes`/:meth:`from_bytes`, :meth:`merge` them, then :meth:`fit`.
-    """
-
-    def __init__(self, dim: int) -> None:
-        self._native = _native.PcaStats(dim)
-
-    @classmethod
-    def _wrap(cls, native: Any) -> PCAStats:
-        obj = cls.__new__(cls)
-        obj._native = native
-        return obj
-
-    @property
-    def dim(self) -> int:
-        return self._native.dim
-
-    @property
-    def count(self) -> int:
-        return self._native.count
-
-    def update(self, x: Any) -> int:
-        """Add rows (numpy ``[N, D]``, an Arrow list array, or a record batch/table with a
-        ``features`` column such as :meth:`Embedder.embed` returns; null rows are skipped).
-        """
-        return self._native.update(_rows_array(x))
-
-    def merge(self, other: PCAStats) -> PCAStats:
-        """Fold ``other`` into these statistics (in place); returns ``self``."""
-        self._native.merge(other._native)
-        return self
-
-    def to_bytes(self) -> bytes:
-        return self._native.to_bytes()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> PCAStats:
-        return cls._wrap(_native.PcaStats.from_bytes(data))
-
-    def fit(self, k: int | float = 0.95) -> PCA:
-        return PCA(k).fit_stats(self)
-
-
-def pca_stats(batch: Any, dim: int | None = None) -> PCAStats:
-    """Partial PCA statistics of one batch of rows: numpy ``[N, D]``, an Arrow list array,
-    or a record batch/table with a ``features`` column (what :meth:`Embedder.embed`
-    returns). Null rows (failed images) are skipped."""
-    rows = _rows_array(batch)
-    if dim is None:
-        dim = _infer_dim(rows)
-    stats = PCAStats(dim)
-    stats.update(rows)
-    return stats
-
-
-def _infer_dim(rows: pa.Array) -> int:
-    if pa.types.is_fixed_size_list(rows.type):
-        return rows.type.list_size
-    for value in rows:
-        if value.is_valid:
-            return len(value)
-    raise PCAError("cannot infer the dimension: every row is null")
-
-
-def check_k(k: Any) -> int | float:
-    """Validate a PCA ``k``: an int ≥ 1 (components) or a float in (0, 1] (the
-    explained-variance fraction to reach). Returns it as a plain ``int``/``float``;
-    raises :class:`PCAError` (a ``ValueError``) otherwise. The one rule for the Python
-    API, the pyspark.ml ``k`` Param and the CLI's ``--k``."""
-    if isinstance(k, bool) or not isinstance(k, numbers.Real):
-        raise PCAError(
-            f"k must be a number of components (int ≥ 1) or an explained-variance fraction "
-            f"in (0, 1], got {k!r}"
-        )
-    if isinstance(k, numbers.Integral):
-        if int(k) < 1:
-            raise PCAError(f"k must be at least 1 component, got {k}")
-        return int(k)
-    if not 0.0 < float(k) <= 1.0:
-        raise PCAError(f"a fractional k (explained-variance fraction) must be in (0, 1], got {k}")
-    return float(k)
-
-
-def _k_args(k: Any) -> dict[str, Any]:
-    k = check_k(k)
-    return {"k": k} if isinstance(k, int) else {"variance": k}
-
-
-class PCA:
-    """Centred PCA (like ``sklearn.decomposition.PCA``), fitted in Rust.
-
-    ``k`` is a number of components (int) or the explained-variance fraction to reach
-    (float in (0, 1], default 0.95: the smallest k whose cumulative ratio ≥ k).
-    Components are sign-normalised (each one's largest-magnitude entry is positive).
-    """
-
-    def __init__(self, k: int | float = 0.95) -> None:
-        _k_args(k)
-        self.k_spec = k
-        self._model: Any = None
-
-    def _set_model(self, model: Any) -> None:
-        self._model = model
-        self.components_ = model.components.to_numpy().reshape(model.k, model.dim)
-        self.mean_ = model.mean.to_numpy()
-        self.explained_variance_ = model.explained_variance.to_numpy()
-        self.explained_variance_ratio_ = model.explained_variance_ratio.to_numpy()
-
-    def _require(self) -> Any:
-        if self._model is None:
-            raise PCAError("this PCA is not fitted yet: call fit() or PCA.load() first")
-        return self._model
-
-    @property
-    def k(self) -> int:
-        """Number of components kept."""
-        return self._require().k
-
-    @property
-    def n_samples_(self) -> int:
-        return self._require().n_samples
-
-    def fit(self, x: Any) -> PCA:
-        """Fit on rows: numpy ``[N, D]``, an Arrow list array, or a record batch/table with
-        a ``features`` column (what :meth:`Embedder.embed` returns); null rows skipped."""
-        return self.fit_stats(pca_stats(x))
-
-    def fit_stats(self, stats: PCAStats) -> PCA:
-        """Fit from merged partial statistics (the distributed path)."""
-        self._set_model(stats._native.fit(**_k_args(self.k_spec)))
-        return self
-
-    def transform_arrow(self, x: Any) -> pa.FixedSizeListArray:
-        """Project rows (as :meth:`fit` takes them); returns ``fixed_size_list<float32>[k]``,
-        one per row, null for null rows (failed images)."""
-        return self._require().transform(_rows_array(x))
-
-    def transform(self, x: Any) -> np.ndarray:
-        """Project rows to ``[N, k]`` float32 scores: ``(x - mean_) @ components_.T``."""
-        out = self.transform_arrow(x)
-        if out.null_count:
-            raise PCAError("some rows are null; use transform_arrow() to keep them as nulls")
-        return out.values.to_numpy(zero_copy_only=False).reshape(len(out), self.k)
-
-    def fit_transform(self, x: Any) -> np.ndarray:
-        return self.fit(x).transform(x)
-
-    def to_json(self) -> str:
-        return self._require().to_json()
-
-    @classmethod
-    def from_json(cls, text: str) -> PCA:
-        model = _native.PcaModel.from_json(text)
-        pca = cls(_k_from_rule(model.k_rule, model.k))
-        pca._set_model(model)
-        return pca
-
-    def save(self, path: PathLike) -> Path:
-        """Write the fitted PCA as JSON (``format: fruitlens.pca``); atomic replace."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json())
-        os.replace(tmp, path)
-        return path
-
-    @classmethod
-    def load(cls, path: PathLike) -> PCA:
-        """Load a saved PCA. Inside a ``fruitlens run`` output (``OUTPUT/_pca/pca.json``)
-        the file is checked against the output's ``_SUCCESS`` manifest first
-        (:class:`~fruitlens.OutputError` if it does not belong to the committed output)."""
-        from .output import checked_read
-
-        return cls.from_json(checked_read(path).decode("utf-8"))
-
-    def summary(self) -> dict[str, Any]:
-        m = self._require()
-        return {
-            "k": m.k,
-            "dim": m.dim,
-            "n_samples": m.n_samples,
-            "k_rule": m.k_rule,
-            "explained_variance": float(np.sum(self.explained_variance_ratio_)),
-        }
-
-    def __repr__(self) -> str:
-        if self._model is None:
-            return f"PCA(k={self.k_spec!r})"
-        return f"PCA(k={self.k}, dim={self._model.dim}, rule={self._model.k_rule!r})"
-
-
-def _k_from_rule(rule: str, k: int) -> int | float:
-    if rule.startswith("variance>="):
-        try:
-            return float(json.loads(rule.split(">=", 1)[1]))
-        except (TypeError, ValueError) as exc:  # a damaged or hand-edited model file
-            raise PCAError(f"not a fruitlens PCA model file: bad k_rule {rule!r}") from exc
-    return k

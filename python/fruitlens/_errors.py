@@ -16,6 +16,8 @@ __all__ = [
     "PCAError",
     "InternalError",
     "OutputError",
+    "FetchError",
+    "CLIError",
 ]
 
 
@@ -49,3 +51,11 @@ class InternalError(FruitlensError, RuntimeError):
 
 class OutputError(FruitlensError, ValueError):
     """An output folder/prefix is unsafe to write, not a fruitlens output, or incomplete."""
+
+
+class FetchError(ModelError):
+    """A download failed, was incomplete, or did not match its checksum."""
+
+
+class CLIError(FruitlensError):
+    """An error the user can fix; printed as one line, exit status 1."""

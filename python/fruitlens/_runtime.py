@@ -14,6 +14,8 @@ from pathlib import Path
 
 from ._errors import RuntimeNotFoundError
 
+__all__ = ["ENV_VAR", "find_onnxruntime_library"]
+
 ENV_VAR = "FRUITLENS_ORT_LIB"
 
 _PATTERNS = ("libonnxruntime.so*", "libonnxruntime*.dylib", "onnxruntime.dll")

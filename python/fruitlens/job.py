@@ -18,7 +18,9 @@ import argparse
 import json
 import sys
 
-from fruitlens.cli import add_run_arguments, format_summary, guard, run_pipeline
+from fruitlens._args import add_run_arguments
+from fruitlens._logs import guard
+from fruitlens.pipeline import RunConfig, format_summary, run
 
 __all__ = ["build_parser", "main"]
 
@@ -26,6 +28,7 @@ PROG = "fruitlens.job"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The job's parser: ``fruitlens run``'s arguments."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="fruitlens run as a Spark application (for spark-submit): images → "
@@ -35,15 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m fruitlens.job``: the summary as JSON on stdout."""
     args = build_parser().parse_args(argv)
 
-    def run() -> int:
-        summary = run_pipeline(args)
+    def run_job() -> int:
+        summary = run(RunConfig.from_args(args))
         print(format_summary(summary), file=sys.stderr)
         print(json.dumps(summary))
         return 0
 
-    return guard(run, prog=PROG)
+    return guard(run_job, prog=PROG)
 
 
 if __name__ == "__main__":

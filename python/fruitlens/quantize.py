@@ -14,24 +14,27 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
+from ._common import IMAGE_EXTENSIONS, PathLike
+from ._core import decode
 from ._errors import ModelError
+from ._model_info import model_info
 
 __all__ = ["calibration_images", "quantize_model"]
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, "os.PathLike[str]"]
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+#: ``method`` → the name of its ``onnxruntime.quantization.CalibrationMethod``.
+_METHODS = {"percentile": "Percentile", "minmax": "MinMax", "entropy": "Entropy"}
 
 
 def calibration_images(folder: PathLike, limit: int = 256, seed: int = 0) -> list[Path]:
     """A deterministic, class-balanced-ish sample of image files under ``folder``."""
     files = sorted(
-        p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
     )
     if not files:
         raise ModelError(f"no images found under {folder} to calibrate the quantized model")
@@ -40,6 +43,47 @@ def calibration_images(folder: PathLike, limit: int = 256, seed: int = 0) -> lis
         idx = np.sort(rng.choice(len(files), size=limit, replace=False))
         files = [files[i] for i in idx]
     return files
+
+
+def _quantization_tools() -> Any:
+    """``onnxruntime.quantization``, imported lazily: it needs ``onnx`` (the optional extra
+    ``fruitlens[convert]``) and is slow to import."""
+    try:
+        import onnxruntime.quantization as quantization
+        import onnxruntime.quantization.shape_inference  # noqa: F401  (quant_pre_process)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ModelError(
+            "quantization needs onnxruntime's quantization tools and onnx: "
+            "pip install 'fruitlens[convert]'"
+        ) from exc
+    return quantization
+
+
+def _calibration_batches(
+    paths: list[Path], size: int, input_name: str, batch_size: int
+) -> Iterator[dict[str, Any]]:
+    """The model inputs for the images, decoded exactly as at inference (failed images
+    are left out)."""
+    for i in range(0, len(paths), batch_size):
+        chunk = [p.read_bytes() for p in paths[i : i + batch_size]]
+        batch = decode(chunk, size=size)
+        ok = [j for j, e in enumerate(batch.column("error").to_pylist()) if e is None]
+        if not ok:
+            continue
+        px = batch.column("pixels").values.to_numpy(zero_copy_only=False)
+        x = px.reshape(len(chunk), size, size, 3)[ok]
+        yield {input_name: np.ascontiguousarray(x, dtype=np.float32)}
+
+
+def _reader(quantization: Any, batches: Iterator[dict[str, Any]]) -> Any:
+    """A ``CalibrationDataReader`` over ``batches`` (its class is only known once
+    onnxruntime.quantization is imported)."""
+
+    class Reader(quantization.CalibrationDataReader):  # type: ignore[misc]
+        def get_next(self) -> dict[str, Any] | None:
+            return next(batches, None)
+
+    return Reader()
 
 
 def quantize_model(
@@ -61,72 +105,32 @@ def quantize_model(
     per channel (signed int8), activations as unsigned int8 — the combination ONNX
     Runtime's VNNI kernels run fastest.
     """
-    try:
-        from onnxruntime.quantization import (
-            CalibrationDataReader,
-            CalibrationMethod,
-            QuantFormat,
-            QuantType,
-            quantize_static,
-        )
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ModelError(
-            "quantization needs onnxruntime's quantization tools and onnx: "
-            "pip install 'fruitlens[convert]'"
-        ) from exc
-
-    from . import _core
-    from .models import model_info
-
-    methods = {
-        "percentile": CalibrationMethod.Percentile,
-        "minmax": CalibrationMethod.MinMax,
-        "entropy": CalibrationMethod.Entropy,
-    }
-    if method not in methods:
-        raise ModelError(f"unknown calibration method {method!r}: use one of {sorted(methods)}")
+    quantization = _quantization_tools()
+    if method not in _METHODS:
+        raise ModelError(f"unknown calibration method {method!r}: use one of {sorted(_METHODS)}")
     info = model_info(model_path)
-    size = int(info["input_size"])
-    input_name = info["input_name"]
     paths = [Path(p) for p in images]
     if not paths:
         raise ModelError("quantization needs at least one calibration image")
-
-    class Reader(CalibrationDataReader):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self._batches = self._make()
-
-        def _make(self) -> Iterator[dict[str, Any]]:
-            for i in range(0, len(paths), batch_size):
-                chunk = [p.read_bytes() for p in paths[i : i + batch_size]]
-                batch = _core.decode(chunk, size=size)
-                ok = [j for j, e in enumerate(batch.column("error").to_pylist()) if e is None]
-                if not ok:
-                    continue
-                px = batch.column("pixels").values.to_numpy(zero_copy_only=False)
-                x = px.reshape(len(chunk), size, size, 3)[ok]
-                yield {input_name: np.ascontiguousarray(x, dtype=np.float32)}
-
-        def get_next(self) -> dict[str, Any] | None:
-            return next(self._batches, None)
-
+    batches = _calibration_batches(paths, int(info["input_size"]), info["input_name"], batch_size)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(model_path), str(pre), skip_symbolic_shape=True)
+        quantization.shape_inference.quant_pre_process(
+            str(model_path), str(pre), skip_symbolic_shape=True
+        )
         staged = Path(tmp) / "int8.onnx"
         logger.info("calibrating int8 ranges on %d images", len(paths))
-        quantize_static(
+        quantization.quantize_static(
             str(pre),
             str(staged),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
+            _reader(quantization, batches),
+            quant_format=quantization.QuantFormat.QDQ,
+            activation_type=quantization.QuantType.QUInt8,
+            weight_type=quantization.QuantType.QInt8,
             per_channel=per_channel,
-            calibrate_method=methods[method],
+            calibrate_method=getattr(quantization.CalibrationMethod, _METHODS[method]),
         )
         _tag(staged, len(paths))
         os.replace(staged, out)
@@ -134,7 +138,8 @@ def quantize_model(
 
 
 def _tag(path: Path, n_images: int) -> None:
-    import onnx
+    """Record the quantization in the model's ``fruitlens.*`` metadata."""
+    import onnx  # optional extra (fruitlens[convert]); already loaded by the quantizer
 
     model = onnx.load(str(path))
     props = {p.key: p for p in model.metadata_props}

@@ -91,6 +91,13 @@ fn decode<'py>(
     batch_to_py(py, batch)
 }
 
+/// The thread count used when none is given: `OMP_NUM_THREADS` if set (Spark sets it
+/// from `spark.task.cpus`), else the CPU count; at most `MAX_THREADS`.
+#[pyfunction]
+fn default_threads() -> usize {
+    embed::default_threads()
+}
+
 /// Load ONNX Runtime from `path` (or the environment); returns the loaded path.
 #[pyfunction]
 #[pyo3(signature = (path=None))]
@@ -353,8 +360,10 @@ impl PyPcaModel {
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    errors::check_imported(m.py())?;
     m.add_function(wrap_pyfunction!(decode, m)?)?;
     m.add_function(wrap_pyfunction!(init_runtime, m)?)?;
+    m.add_function(wrap_pyfunction!(default_threads, m)?)?;
     m.add_class::<PyEmbedder>()?;
     m.add_class::<PyPcaStats>()?;
     m.add_class::<PyPcaModel>()?;

@@ -1,0 +1,120 @@
+"""The arguments of ``fruitlens run`` and ``python -m fruitlens.job`` (one definition for
+both entry points), and the argparse types that check them before anything starts."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import IO_MODES
+from ._core import DEFAULT_BATCH_SIZE
+from ._errors import PCAError
+from ._k import parse_k
+from ._native import MAX_SIZE, MAX_THREADS_CAP
+
+__all__ = ["add_run_arguments", "k_arg", "positive_int", "size_arg", "threads_arg"]
+
+
+def k_arg(text: str) -> int | float:
+    """``--k``: a number of components (at most the feature length) or a variance
+    fraction (:func:`fruitlens._k.parse_k`)."""
+    try:
+        return parse_k(text)
+    except PCAError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_int(text: str) -> int:
+    """An integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _limited_int(text: str, limit: int, why: str) -> int:
+    """A positive integer up to ``limit`` (a bound of the native core, explained by ``why``)."""
+    value = positive_int(text)
+    if value > limit:
+        raise argparse.ArgumentTypeError(f"must be at most {limit} ({why}), got {value}")
+    return value
+
+
+def threads_arg(text: str) -> int:
+    """``--threads``: 1 … 256 (``_native.MAX_THREADS_CAP``). The executors' CPUs are not
+    known here; each task's machine also refuses more than 4 threads per CPU."""
+    return _limited_int(text, MAX_THREADS_CAP, "and at most 4 per CPU of the executors")
+
+
+def size_arg(text: str) -> int:
+    """``--size``: 1 … ``fruitlens.MAX_SIZE``."""
+    return _limited_int(text, MAX_SIZE, "fruitlens.MAX_SIZE")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The arguments of ``fruitlens run`` / ``python -m fruitlens.job``."""
+    parser.add_argument("input", metavar="INPUT", help="folder/URI of images (label = folder)")
+    parser.add_argument("output", metavar="OUTPUT", help="Parquet output folder/URI")
+    parser.add_argument(
+        "--model",
+        metavar="PATH",
+        help="ONNX model (default: the one `fruitlens model fetch` cached for --size)",
+    )
+    parser.add_argument(
+        "--k",
+        type=k_arg,
+        default=0.95,
+        help="PCA components (int) or explained-variance fraction (float; default 0.95)",
+    )
+    parser.add_argument(
+        "--size",
+        type=size_arg,
+        default=None,
+        help="model input size; must match the model (default: the model's, or 224)",
+    )
+    parser.add_argument(
+        "--master",
+        help="Spark master (default: the active/spark-submit session, else local[*])",
+    )
+    parser.add_argument(
+        "--partitions", type=positive_int, help="repartition the images into N partitions"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"images per inference run (default {DEFAULT_BATCH_SIZE})",
+    )
+    parser.add_argument(
+        "--threads", type=threads_arg, help="threads per task (default: the task's CPUs)"
+    )
+    _add_run_flags(parser)
+    return parser
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUTPUT if it is a previous fruitlens output (never anything else; "
+        "the old output stays complete until the new one replaces it at once)",
+    )
+    parser.add_argument(
+        "--io",
+        choices=IO_MODES,
+        default="auto",
+        help="who reads/writes s3:// and gs:// data: arrow = fruitlens (pyarrow, no Hadoop "
+        "jars needed); spark = Spark's Hadoop filesystems (EMRFS, s3a); auto (default) = "
+        "arrow only where Spark has no filesystem for the scheme",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="do not print progress to stderr"
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Spark's and Java's own messages and full tracebacks (by default they "
+        "go to a log file under ~/.cache/fruitlens/logs/, named in error messages)",
+    )

@@ -1,0 +1,107 @@
+"""PySpark integration: read image folders, embed them, fit and apply PCA.
+
+Everything heavy runs in the native core inside ``mapInArrow`` (Arrow batches in,
+Arrow batches out; no pandas, no per-image Python):
+
+* :func:`read_images` lists images with Spark's ``binaryFile`` source (plus, for
+  local paths, the zero-byte files that ``binaryFile`` silently skips);
+* :func:`featurize` adds ``features`` (``array<float>``, 1280) and ``error``
+  (``string``) with one :class:`fruitlens.Embedder` per Python worker process;
+* :func:`fit_pca` reduces per-partition native PCA statistics (:func:`pca_stats`) on
+  the driver, and :func:`transform_pca` adds ``pca`` (``array<float>``, k);
+* :class:`ImageEmbedder`, :class:`FeaturePCA` and :class:`FeaturePCAModel` are
+  ``pyspark.ml`` stages (usable in a ``Pipeline``, savable with ``Pipeline.write()``);
+  they live in :mod:`fruitlens.spark.ml` and are imported from there on first use.
+
+Works with PySpark 3.5 and 4.x. The package's modules, one concern each:
+
+* ``_read``: reading and listing images; ``_featurize``: featurize on the driver;
+* ``_pca``: PCA statistics, fit and projection; ``_arrow``: Arrow I/O;
+* ``_tasks``: the code the executors run (imports only pyarrow and the core);
+* ``ml``: the ``pyspark.ml`` stages.
+
+Deprecated names (a ``DeprecationWarning``, same objects): ``pca_statistics`` (now
+:func:`pca_stats`), ``model_input_size`` (now :func:`model_shape`, which returns a
+:class:`ModelShape`), ``PCA`` and ``PCAModel`` (now :class:`FeaturePCA` and
+:class:`FeaturePCAModel`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .._common import FEATURE_DIM, IO_MODES, deprecated
+from ._arrow import collect_arrow_batches, spark_can_read, use_arrow_io, write_parquet_arrow
+from ._featurize import ModelShape, featurize, model_shape
+from ._pca import DRIVER_MERGE_PARTITIONS, FeatureStats, fit_pca, pca_stats, transform_pca
+from ._read import (
+    ARROW_ROWS_PER_PARTITION,
+    DEFAULT_EXTENSIONS,
+    READ_ERROR_COL,
+    list_images,
+    read_images,
+    read_images_arrow,
+)
+from ._tasks import FAULT_ENV
+
+if TYPE_CHECKING:
+    from .._common import PathLike
+    from .ml import FeaturePCA, FeaturePCAModel, ImageEmbedder
+
+__all__ = [
+    "ARROW_ROWS_PER_PARTITION",
+    "DEFAULT_EXTENSIONS",
+    "DRIVER_MERGE_PARTITIONS",
+    "FAULT_ENV",
+    "FEATURE_DIM",
+    "IO_MODES",
+    "READ_ERROR_COL",
+    "FeaturePCA",
+    "FeaturePCAModel",
+    "FeatureStats",
+    "ImageEmbedder",
+    "ModelShape",
+    "collect_arrow_batches",
+    "featurize",
+    "fit_pca",
+    "list_images",
+    "model_shape",
+    "pca_stats",
+    "read_images",
+    "read_images_arrow",
+    "spark_can_read",
+    "transform_pca",
+    "use_arrow_io",
+    "write_parquet_arrow",
+]
+
+#: The ``pyspark.ml`` stages, imported from :mod:`fruitlens.spark.ml` on first use.
+_ML_STAGES = ("ImageEmbedder", "FeaturePCA", "FeaturePCAModel")
+
+
+def _model_input_size(model: PathLike) -> tuple[int, int]:
+    """``(input size, output dim)`` of a local ONNX model (see :func:`model_shape`)."""
+    return tuple(model_shape(model))  # type: ignore[return-value]
+
+
+#: Deprecated names of this module -> (new name, object).
+_DEPRECATED: dict[str, tuple[str, Any]] = {
+    "pca_statistics": ("pca_stats", pca_stats),
+    "model_input_size": ("model_shape", _model_input_size),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The ``pyspark.ml`` stages, imported on first use, and the deprecated names.
+
+    ``pyspark.ml`` pulls in pandas and scipy (~0.5 s); Python workers that only run
+    :func:`featurize` never pay for it.
+    """
+    if name in _DEPRECATED:
+        new, value = _DEPRECATED[name]
+        return deprecated(f"fruitlens.spark.{name}", f"fruitlens.spark.{new}", value)
+    if name in _ML_STAGES or name in ("PCA", "PCAModel"):
+        from . import ml  # pyspark.ml is heavy and optional: only when a stage is used
+
+        return getattr(ml, name) if name in _ML_STAGES else ml.deprecated_stage(__name__, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

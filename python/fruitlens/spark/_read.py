@@ -1,0 +1,407 @@
+"""Reading and listing images into DataFrames (driver side).
+
+:func:`read_images` reads with Spark's ``binaryFile`` source (plus, for local paths, what
+it would drop or mishandle, listed by ``fruitlens.io``); :func:`list_images` lists on the
+driver without the bytes, and :func:`read_images_arrow` has the tasks fetch them
+through ``fruitlens.io`` (object stores without Hadoop jars).
+
+pyspark is an optional dependency of fruitlens: this module imports it inside the
+functions that need it, so that ``import fruitlens.spark`` works without it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Optional
+
+import pyarrow as pa
+
+from .. import _uri
+from .._common import IMAGE_EXTENSIONS, first_line, has_glob, is_hidden
+from .._errors import FruitlensError
+from .._fs import use_arrow_io
+from .._listing import find_images, scan_local
+from ._tasks import fetch_batches
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
+
+__all__ = [
+    "ARROW_ROWS_PER_PARTITION",
+    "DEFAULT_EXTENSIONS",
+    "READ_ERROR_COL",
+    "list_images",
+    "read_images",
+    "read_images_arrow",
+]
+
+#: File extensions :func:`read_images` picks up (case-insensitive; without the dot).
+DEFAULT_EXTENSIONS: tuple[str, ...] = tuple(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
+#: Column that carries a fetch failure from :func:`read_images_arrow` to ``featurize``.
+READ_ERROR_COL = "_read_error"
+#: Rows per partition :func:`read_images_arrow` aims at when no ``partitions`` is given.
+ARROW_ROWS_PER_PARTITION = 512
+
+#: ``(path, modificationTime, length, content, label)``: a zero-byte local file.
+_EmptyRow = tuple[str, Optional[datetime], int, bytes, str]
+
+_HADOOP_GLOB_CHARS = frozenset("{}[]*?\\")
+
+
+# --------------------------------------------------------------------------------------
+# Paths
+# --------------------------------------------------------------------------------------
+
+
+def _case_insensitive_glob(extensions: Sequence[str]) -> str:
+    """``("jpg", "png")`` -> ``*.{[jJ][pP][gG],[pP][nN][gG]}`` (a Hadoop glob)."""
+    parts = []
+    for ext in extensions:
+        ext = ext.lstrip(".")
+        if not ext or any(c in ext for c in "{}[]*?,\\/"):
+            raise ValueError(f"invalid file extension {ext!r}")
+        parts.append(
+            "".join(f"[{c.lower()}{c.upper()}]" if c.lower() != c.upper() else c for c in ext)
+        )
+    return "*.{" + ",".join(parts) + "}"
+
+
+def _dotted(extensions: Sequence[str]) -> list[str]:
+    """Extensions as ``fruitlens.io`` takes them: with the dot."""
+    return ["." + e.lstrip(".") for e in extensions]
+
+
+def _input_paths(path: str | os.PathLike[str] | Sequence[str], caller: str) -> list[str]:
+    """One path or several, as a non-empty list of strings."""
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if not paths:
+        raise FruitlensError(f"{caller}: no input path given")
+    return [os.fspath(p) for p in paths]
+
+
+def _local_path(path: str) -> str | None:
+    """The absolute local path of ``path`` if it is local (no scheme or ``file:``),
+    taken literally (never percent-decoded; see :mod:`fruitlens._uri`)."""
+    return _uri.local_path(path) if _uri.is_local(path) else None
+
+
+def _hadoop_literal(uri: str) -> str:
+    """``uri`` escaped so that Hadoop's glob expansion (which Spark applies to every
+    input path) matches exactly that name: ``{}[]*?\\`` get a backslash."""
+    return "".join("\\" + c if c in _HADOOP_GLOB_CHARS else c for c in uri)
+
+
+def _hadoop_glob(spark: SparkSession, pattern: str) -> list[str]:
+    """The local paths that match the Hadoop glob ``pattern`` (a ``file:`` URI), sorted."""
+    sc = spark.sparkContext
+    path = sc._jvm.org.apache.hadoop.fs.Path(pattern)
+    statuses = path.getFileSystem(sc._jsc.hadoopConfiguration()).globStatus(path)
+    if statuses is None:
+        return []
+    return sorted(_uri.local_path(str(st.getPath().toString())) for st in statuses)
+
+
+def _spark_major(spark: SparkSession) -> int:
+    try:
+        return int(spark.version.split(".", 1)[0])
+    except ValueError:  # pragma: no cover - unusual version strings
+        return 0
+
+
+# --------------------------------------------------------------------------------------
+# read_images: binaryFile, plus what fruitlens lists and reads itself
+# --------------------------------------------------------------------------------------
+
+
+def _local_roots(spark: SparkSession, path: str, local: str) -> list[str]:
+    """The local input ``path`` (``local``: its path), or the matches of its glob."""
+    if os.path.lexists(local):
+        return [local]
+    if has_glob(local):
+        roots = _hadoop_glob(spark, "file:" + local)
+        if not roots:
+            raise FruitlensError(f"input path does not exist: {path} (no match for the pattern)")
+        return roots
+    raise FruitlensError(f"input path does not exist: {path}")
+
+
+def _local_sources(
+    spark: SparkSession, path: str, local: str, extensions: Sequence[str]
+) -> tuple[list[str], list[_EmptyRow], list[Any]]:
+    """How :func:`read_images` reads the local input ``path`` (``local``: its path):
+    ``(paths for binaryFile, zero-byte rows, refs that fruitlens reads itself)``.
+
+    The input (or each match of a glob) is listed first by ``fruitlens.io``. A plain
+    folder (regular files and folders only, no ``:`` in names) goes to ``binaryFile``
+    as it is, and its zero-byte files (which ``binaryFile`` drops) become rows with
+    empty ``content``. Anything else is listed by fruitlens and read by the tasks
+    (``fruitlens.io.fetch_batches``): Hadoop follows symbolic links into loops and
+    duplicates, opens FIFOs, and fails the job on a file name with ``:`` (its
+    checksum-file path is not a valid URI).
+    """
+    exts = _dotted(extensions)
+    sources: list[str] = []
+    empty: list[_EmptyRow] = []
+    fetch: list[Any] = []
+    for root in _local_roots(spark, path, local):
+        refs, plain = scan_local(root, exts, is_hidden)
+        refs = [r._replace(path=_uri.to_uri(r.path)) for r in refs]
+        prefix = len(_uri.to_uri(root))
+        if plain and os.path.isdir(root) and not any(":" in r.path[prefix:] for r in refs):
+            sources.append(_hadoop_literal(_uri.to_uri(root)))
+            empty.extend((r.path, r.modified, 0, b"", r.label) for r in refs if not r.size)
+        else:
+            fetch.extend(refs)
+    return sources, empty, fetch
+
+
+def _plan_sources(
+    spark: SparkSession, paths: list[str], extensions: Sequence[str]
+) -> tuple[list[str], list[_EmptyRow], list[Any]]:
+    """:func:`_local_sources` of every input; non-local inputs go to ``binaryFile``."""
+    sources: list[str] = []
+    empty: list[_EmptyRow] = []
+    fetch: list[Any] = []
+    for p in paths:
+        try:
+            local = _local_path(p)
+        except ValueError as exc:  # file://host/..., file:relative
+            raise FruitlensError(str(exc)) from exc
+        if local is None:
+            sources.append(p)
+        else:
+            more = _local_sources(spark, p, local, extensions)
+            sources.extend(more[0])
+            empty.extend(more[1])
+            fetch.extend(more[2])
+    return sources, empty, fetch
+
+
+def _image_schema() -> StructType:
+    """The columns of :func:`read_images`."""
+    from pyspark.sql import types as T  # optional dependency
+
+    return T.StructType(
+        [
+            T.StructField("path", T.StringType(), False),
+            T.StructField("modificationTime", T.TimestampType(), True),
+            T.StructField("length", T.LongType(), True),
+            T.StructField("content", T.BinaryType(), True),
+            T.StructField("label", T.StringType(), True),
+        ]
+    )
+
+
+def _binary_file_frame(
+    spark: SparkSession, sources: list[str], paths: list[str], extensions: Sequence[str]
+) -> DataFrame:
+    """``sources`` read by Spark's ``binaryFile``, plus ``label`` (the parent folder)."""
+    from pyspark.sql import functions as F  # optional dependency
+
+    reader = (
+        spark.read.format("binaryFile")
+        .option("recursiveFileLookup", "true")
+        .option("pathGlobFilter", _case_insensitive_glob(extensions))
+    )
+    try:
+        df = reader.load(sources)
+    except Exception as exc:  # AnalysisException: path does not exist / not readable
+        names = ("AnalysisException", "Py4JJavaError", "IllegalArgumentException")
+        if type(exc).__name__ in names:
+            raise FruitlensError(
+                f"cannot read input {', '.join(paths)}: {first_line(exc)}"
+            ) from exc
+        raise
+    # binaryFile writes Hadoop's Path.toString(): file: + the literal absolute path
+    return df.withColumn("label", F.element_at(F.split(F.col("path"), "/"), -2))
+
+
+def _union(spark: SparkSession, frames: list[DataFrame]) -> DataFrame:
+    """The frames of :func:`read_images` as one (``_read_error`` added where missing)."""
+    from pyspark.sql import functions as F  # optional dependency
+
+    if not frames:
+        return spark.createDataFrame([], _image_schema())
+    if any(READ_ERROR_COL in f.columns for f in frames):  # featurize folds it into error
+        null = F.lit(None).cast("string")
+        frames = [
+            f if READ_ERROR_COL in f.columns else f.withColumn(READ_ERROR_COL, null) for f in frames
+        ]
+    df = frames[0]
+    for other in frames[1:]:
+        df = df.unionByName(other)
+    return df
+
+
+def read_images(
+    spark: SparkSession,
+    path: str | Sequence[str],
+    *,
+    extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    io: str = "auto",
+) -> DataFrame:
+    """Read image files below ``path`` (recursively) as a DataFrame.
+
+    Columns: ``path`` (string), ``modificationTime`` (timestamp), ``length`` (long),
+    ``content`` (binary) and ``label`` (string: the name of the parent folder).
+    ``path`` may be a local folder, a ``file:``/``hdfs:``/``s3:`` URI, a glob, or a
+    list of those. Only files whose extension is in ``extensions`` (any case) are
+    read; names starting with ``_`` or ``.`` are skipped (as Spark does).
+
+    ``io`` (``"auto"``, ``"spark"``, ``"arrow"``) picks who reads object stores: with
+    ``"arrow"``, or ``"auto"`` and an ``s3://``/``gs://`` path that this Spark has no
+    Hadoop filesystem for, :func:`read_images_arrow` does (see :func:`use_arrow_io`).
+
+    Spark's ``binaryFile`` source silently drops zero-byte files; for local paths
+    they are listed on the driver and added with empty ``content``, so that
+    ``featurize`` reports them (``error = "empty: ..."``) instead of losing them.
+    Local inputs are listed safely first (``fruitlens.io.list_local``): symbolic links
+    are followed without loops, each file once; dangling links, FIFOs, devices and
+    unreadable folders get a row with null ``content`` and a ``_read_error`` column
+    (which ``featurize`` folds into ``error``).
+
+    ``path`` is ``file:`` + the literal absolute path for local files (as Hadoop's
+    ``Path.toString()`` writes it; never percent-encoded: ``file:/d/a b#1.jpg``), the
+    same as :func:`list_images` gives; a local input path or ``file:`` URI is literal
+    too (``%20`` is three characters), unless it does not exist and has glob
+    characters (``*?[{``), then it is a Hadoop glob pattern.
+
+    Raises:
+        FruitlensError: a path does not exist or cannot be listed.
+    """
+    paths = _input_paths(path, "read_images")
+    # fruitlens.io: object stores that this Spark cannot open (see use_arrow_io)
+    if any(use_arrow_io(spark, p, io) for p in paths):
+        return read_images_arrow(spark, paths, extensions=extensions)
+    sources, empty, fetch = _plan_sources(spark, paths, extensions)
+    frames: list[DataFrame] = []
+    if sources:
+        frames.append(_binary_file_frame(spark, sources, paths, extensions))
+    if empty:
+        frames.append(spark.createDataFrame(empty, _image_schema()))
+    if fetch:
+        frames.append(_fetch_frame(_listing_frame(spark, fetch, None, False)))
+    return _union(spark, frames)
+
+
+# --------------------------------------------------------------------------------------
+# Listing on the driver, fetching in the tasks (fruitlens.io)
+# --------------------------------------------------------------------------------------
+
+
+def _list_one(path: str, exts: list[str]) -> list[Any]:
+    """``fruitlens.io.find_images`` of one input, local paths as ``file:`` URIs."""
+    try:  # paths are literal: glob characters are part of names here
+        found = find_images(path, exts)
+    except FileNotFoundError as exc:
+        if has_glob(path):
+            raise FruitlensError(
+                f"input path does not exist: {path} (glob patterns need Spark's "
+                "binaryFile reader: --io spark)"
+            ) from exc
+        raise FruitlensError(f"input path does not exist: {path}") from exc
+    except OSError as exc:
+        raise FruitlensError(f"cannot list input {path}: {exc}") from exc
+    if _uri.scheme(path) == "":  # the same path strings as binaryFile: file: + the path
+        found = [r._replace(path=_uri.to_uri(r.path)) for r in found]
+    return found
+
+
+def list_images(
+    spark: SparkSession,
+    path: str | Sequence[str],
+    *,
+    extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    partitions: int | None = None,
+    local_relation: bool = False,
+) -> DataFrame:
+    """List images on the driver (``fruitlens.io``) into a DataFrame, without their bytes.
+
+    Columns: ``path``, ``modificationTime``, ``length``, ``label`` (as
+    :func:`read_images`, minus ``content``), in partitions of equal row counts. Feed it to
+    ``featurize`` with ``fetch_from="path"`` and the executors read each file
+    right before decoding it. Local folders give ``file:`` paths, like Spark's
+    ``binaryFile``. Zero-byte files are listed (they become ``empty`` errors).
+
+    ``partitions``: how many (default: about 512 rows each, at least one per core);
+    the rows are parallelized from Python, so each task that reads them runs a Python
+    worker to unpickle them. ``local_relation=True`` (Spark 4+; ignored on 3.5) sends
+    the listing to the JVM as Arrow instead: its tasks need no Python worker, and it
+    is split when it runs, into ``spark.sql.leafNodeDefaultParallelism`` partitions
+    (the default parallelism unless set) and not ``partitions``. ``fruitlens run``
+    uses that, with the conf set for its featurize pass.
+
+    Raises:
+        FruitlensError: a path does not exist or cannot be listed.
+    """
+    exts = _dotted(extensions)
+    refs = [ref for p in _input_paths(path, "list_images") for ref in _list_one(p, exts)]
+    return _listing_frame(spark, refs, partitions, local_relation)
+
+
+def _listing_frame(
+    spark: SparkSession, refs: Sequence[Any], partitions: int | None, local_relation: bool
+) -> DataFrame:
+    """:func:`list_images`' DataFrame of ``fruitlens.io.ImageRef`` s."""
+    from pyspark.sql import types as T  # optional dependency
+
+    listing = T.StructType([f for f in _image_schema().fields if f.name != "content"])
+    if local_relation and refs and _spark_major(spark) >= 4:
+        # A local relation (Arrow in, no pickling): the tasks that scan it are pure JVM,
+        # where a Python RDD would start a second Python worker per featurize task.
+        table = pa.table(
+            {
+                "path": pa.array([r.path for r in refs], pa.string()),
+                "modificationTime": pa.array(
+                    [r.modified for r in refs], pa.timestamp("us", tz="UTC")
+                ),
+                "length": pa.array([r.size for r in refs], pa.int64()),
+                "label": pa.array([r.label for r in refs], pa.string()),
+            }
+        )
+        return spark.createDataFrame(table, listing)
+    rows = [(r.path, r.modified, r.size, r.label) for r in refs]
+    wanted = max(spark.sparkContext.defaultParallelism, -(-len(rows) // ARROW_ROWS_PER_PARTITION))
+    n_parts = partitions or max(1, min(len(rows), wanted))
+    return spark.createDataFrame(spark.sparkContext.parallelize(rows, n_parts), listing)
+
+
+def read_images_arrow(
+    spark: SparkSession,
+    path: str | Sequence[str],
+    *,
+    extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    partitions: int | None = None,
+    max_workers: int = 16,
+) -> DataFrame:
+    """:func:`read_images` through ``fruitlens.io``: no Hadoop filesystem needed.
+
+    The driver lists the images (``fruitlens.io.find_images``), then executors fetch
+    the bytes of their rows in ``mapInArrow`` (``max_workers`` concurrent reads per
+    task). Same columns as :func:`read_images` plus ``_read_error`` (null, or
+    ``"unreadable: ..."`` for an object that could not be fetched), which
+    ``featurize`` folds into its ``error`` column. Zero-byte files are kept.
+    """
+    df = list_images(spark, path, extensions=extensions, partitions=partitions)
+    return _fetch_frame(df, max_workers)
+
+
+def _fetch_frame(df: DataFrame, max_workers: int = 16) -> DataFrame:
+    """A listing plus ``content`` and ``_read_error``, fetched by the tasks."""
+    from pyspark.sql import types as T  # optional dependency
+
+    schema = T.StructType(
+        [
+            *df.schema.fields,
+            T.StructField("content", T.BinaryType(), True),
+            T.StructField(READ_ERROR_COL, T.StringType(), True),
+        ]
+    )
+
+    def fetch(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        return fetch_batches(batches, error_col=READ_ERROR_COL, max_workers=max_workers)
+
+    return df.mapInArrow(fetch, schema)
