@@ -193,6 +193,38 @@ def test_no_import_cycle() -> None:
     assert _cycles(graph) == []
 
 
+#: The layers of the README's architecture section, first to last: a module may import
+#: from its own layer and the ones before it, never from a later one.
+LAYERS = {
+    "base": "_errors _common _uri _faults",
+    "core": "_core _pca _k _files _runtime _manifest",
+    "storage": "_fs _listing _reading output io",
+    "models": "_onnx_graph _keras_weights _convert _model_info _fetch models quantize",
+    "api": "fruitlens",
+    "spark": "spark ml",
+    "app": "pipeline _session _preflight _args _logs _progress cli job",
+}
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    top = parts[1] if len(parts) > 1 else "fruitlens"
+    for i, names in enumerate(LAYERS.values()):
+        if top in names.split():
+            return i
+    raise AssertionError(f"{module} is in no layer of LAYERS (add it, and to the README)")
+
+
+def test_modules_import_only_from_their_layer_or_earlier() -> None:
+    upward = [
+        f"{src} ({list(LAYERS)[_layer(src)]}) imports {dst} ({list(LAYERS)[_layer(dst)]})"
+        for src, targets in _graph().items()
+        for dst in targets
+        if _layer(dst) > _layer(src)
+    ]
+    assert upward == []
+
+
 def test_the_cycle_checker_finds_cycles() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []

@@ -8,6 +8,9 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from ._convert import build_random_model, convert_keras
 from ._core import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Embedder, decode
 from ._errors import (
@@ -52,3 +55,18 @@ __all__ = [
     "model_info",
     "pca_stats",
 ]
+
+#: Public submodules, imported on first attribute access (PEP 562) so that
+#: ``import fruitlens`` stays light (no pyspark, no downloads code) and
+#: ``fruitlens.models.model_info(...)`` works without its own import.
+_SUBMODULES = ("io", "ml", "models", "output", "pipeline", "quantize", "spark")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_SUBMODULES])
