@@ -173,8 +173,8 @@ def run_baseline(
     cpu0 = cpu_snapshot()
     t_all = time.perf_counter()
     t0 = t_all
-    splits = _session._file_splits(_session.TASKS_PER_CORE * _parallelism(spark))
-    split = _session._SqlConf(spark, splits)
+    splits = _session.file_splits(_session.TASKS_PER_CORE * _parallelism(spark))
+    split = _session.SqlConf(spark, splits)
     with split:  # the same partitions as fruitlens run (planned when cached)
         images = fs.read_images(spark, src)
         feats = _baseline_featurize(images, model, args.size, args.batch_size).persist(

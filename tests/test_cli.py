@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import fruitlens
-from fruitlens import _logs, _session, cli, job, pipeline
+from fruitlens import _logs, _report, _session, cli, job
 from fruitlens._fetch import default_model_path
 
 N_ROWS = 43  # see the fruit_images fixture
@@ -99,7 +99,7 @@ def test_run_in_process(
 ) -> None:
     out = tmp_path / "out"
     argv = ["run", str(fruit_images), str(out), "--model", str(onnx_224), "--batch-size", "16"]
-    split_keys = list(_session._file_splits(8))
+    split_keys = list(_session.file_splits(8))
     before = {k: spark.conf.get(k, None) for k in split_keys}
     assert cli.main(argv) == 0
     # the file-split confs are set for the featurize pass only; the session gets its own back
@@ -347,10 +347,10 @@ def test_all_failed_says_the_error() -> None:
         "unreadable: s3://bkt/images/apple/a.jpg: When reading information for key "
         "'images/apple/a.jpg' in bucket 'bkt': AWS Error ACCESS_DENIED during HeadObject"
     )
-    line = pipeline._all_failed(40, {"unreadable": 40}, {"unreadable": sample})
+    line = _report.all_failed(40, {"unreadable": 40}, {"unreadable": sample})
     assert line.startswith("all 40 images failed, e.g. unreadable: s3://bkt/images/apple/a.jpg")
     assert "ACCESS_DENIED" in line and "(and 39 more like it)" in line
-    mixed = pipeline._all_failed(
+    mixed = _report.all_failed(
         3, {"empty": 1, "corrupt": 2}, {"empty": "empty: a", "corrupt": "corrupt: b"}
     )
     assert "corrupt 2, e.g. corrupt: b; empty 1, e.g. empty: a" in mixed

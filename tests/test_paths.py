@@ -29,6 +29,7 @@ import pytest
 import fruitlens
 from fruitlens import _preflight, _uri, cli
 from fruitlens import io as fl_io
+from fruitlens.spark._paths import local_path_or_none
 
 # --------------------------------------------------------------------------------------
 # Helpers
@@ -169,10 +170,9 @@ def test_local_paths_and_uris(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     # the modules that parse paths all use it
     assert fl_io.filesystem_for("file:/d/a%20b#c.jpg")[1] == "/d/a%20b#c.jpg"
     assert fl_io.filesystem_for("s3://bkt/a#b?c")[1] == "bkt/a#b?c"
-    assert _preflight._local("file:/d/a%20b#c.jpg") == "/d/a%20b#c.jpg"
-    from fruitlens.spark._read import _local_path
-
-    assert _local_path("file:/d/x?.jpg") == "/d/x?.jpg" and _local_path("s3://b/x") is None
+    assert _preflight.local_path("file:/d/a%20b#c.jpg") == "/d/a%20b#c.jpg"
+    assert local_path_or_none("file:/d/x?.jpg") == "/d/x?.jpg"
+    assert local_path_or_none("s3://b/x") is None
 
 
 # --------------------------------------------------------------------------------------

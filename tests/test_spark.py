@@ -16,7 +16,7 @@ pytest.importorskip("pyspark")
 import fruitlens
 from fruitlens import spark as fs
 from fruitlens._errors import FruitlensError, ModelError
-from fruitlens.spark import _read
+from fruitlens.spark import _paths
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -132,7 +132,7 @@ def test_list_images_and_fetch_in_tasks(
         parts = relation.rdd.glom().map(len).collect()
     finally:
         spark.conf.unset(key)
-    if _read._spark_major(spark) >= 4:  # (Spark 3.5 ignores local_relation)
+    if _paths.spark_major(spark) >= 4:  # (Spark 3.5 ignores local_relation)
         assert sorted(parts) == sorted([N_ROWS // 3 + (i < N_ROWS % 3) for i in range(3)])
     assert sum(parts) == N_ROWS
     assert relation.schema == listing.schema
@@ -329,9 +329,9 @@ def test_large_var_types(spark, images, onnx_224: Path) -> None:
 
 
 def test_case_insensitive_glob() -> None:
-    assert _read._case_insensitive_glob(["jpg", "tif"]) == "*.{[jJ][pP][gG],[tT][iI][fF]}"
+    assert _paths.case_insensitive_glob(["jpg", "tif"]) == "*.{[jJ][pP][gG],[tT][iI][fF]}"
     with pytest.raises(ValueError):
-        _read._case_insensitive_glob(["j*g"])
+        _paths.case_insensitive_glob(["j*g"])
     assert isinstance(pa.array([1]), pa.Array)
 
 

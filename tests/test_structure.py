@@ -202,7 +202,7 @@ LAYERS = {
     "models": "_onnx_graph _keras_weights _convert _model_info _fetch models quantize",
     "api": "fruitlens",
     "spark": "spark ml",
-    "app": "pipeline _session _preflight _args _logs _progress cli job",
+    "app": "pipeline _report _session _preflight _args _logs _progress cli job",
 }
 
 
@@ -235,7 +235,7 @@ def test_module_size(name: str) -> None:
     lines = len(MODULES[name].read_text(encoding="utf-8").splitlines())
     if name in LONG_MODULES:
         return
-    assert lines <= MAX_MODULE_LINES * 1.05, f"{name} has {lines} lines"
+    assert lines <= MAX_MODULE_LINES, f"{name} has {lines} lines"
 
 
 def _functions(tree: ast.AST, prefix: str = ""):

@@ -14,10 +14,10 @@ from ._errors import CLIError
 from ._fetch import default_model_path
 from .output import OutputTarget, check_paths
 
-__all__ = ["check_input", "check_model", "output_target"]
+__all__ = ["check_input", "check_model", "local_path", "output_target"]
 
 
-def _local(uri: str) -> str:
+def local_path(uri: str) -> str:
     """The absolute local path of a local path or ``file:`` URI, taken literally
     (``#``, ``?`` and ``%`` are part of names; see :mod:`fruitlens._uri`)."""
     try:
@@ -42,7 +42,7 @@ def check_model(model: str | None, size: int | None) -> tuple[str, int | None]:
         model = str(path)
     if not _uri.is_local(model):
         return model, size
-    local = _local(model)
+    local = local_path(model)
     if not os.path.isfile(local):
         raise CLIError(
             f"model file not found: {model} (get one with `fruitlens model fetch`, or "
@@ -62,7 +62,7 @@ def check_input(input_path: str, output: str) -> None:
     """:class:`CLIError` if the input is missing or unreadable (local paths), or if
     writing ``output`` could touch it, a bucket or a root (:func:`fruitlens.output.check_paths`)."""
     if _uri.is_local(input_path):
-        local = _local(input_path)
+        local = local_path(input_path)
         if not has_glob(local) and not os.path.exists(local):
             raise CLIError(f"input path does not exist: {input_path}")
         if os.path.isdir(local) and not os.access(local, os.R_OK | os.X_OK):

@@ -22,7 +22,9 @@ __all__ = [
     "LOCAL_ARROW_BATCH",
     "LOCAL_JAVA_OPTIONS",
     "TASKS_PER_CORE",
+    "SqlConf",
     "check_java",
+    "file_splits",
     "get_session",
     "local_session_config",
     "stop_session",
@@ -176,7 +178,7 @@ def stop_session(spark: Any) -> None:
         pass
 
 
-class _SqlConf:
+class SqlConf:
     """Set Spark SQL confs for the `with` block, then restore what was there."""
 
     def __init__(self, spark: Any, settings: dict[str, str]) -> None:
@@ -184,7 +186,7 @@ class _SqlConf:
         self._settings = settings
         self._saved: dict[str, str | None] = {}
 
-    def __enter__(self) -> _SqlConf:
+    def __enter__(self) -> SqlConf:
         conf = self._spark.conf
         self._saved = {key: conf.get(key, None) for key in self._settings}
         for key, value in self._settings.items():
@@ -199,7 +201,7 @@ class _SqlConf:
                 self._spark.conf.set(key, value)
 
 
-def _file_splits(partitions: int) -> dict[str, str]:
+def file_splits(partitions: int) -> dict[str, str]:
     """SQL confs that make a file source split a folder into about ``partitions``
     partitions of about equal file counts, and a local relation (the listing of
     :func:`fruitlens.spark.list_images`) into exactly that many of equal row counts.

@@ -33,9 +33,10 @@ from ._errors import CLIError
 from ._faults import kill_point
 from ._logs import PROG, open_run_log
 from ._pca import PCA
-from ._preflight import _local, check_input, check_model, output_target
+from ._preflight import check_input, check_model, local_path, output_target
 from ._progress import SparkProgress
-from ._session import TASKS_PER_CORE, _file_splits, _SqlConf
+from ._report import all_failed, error_kinds, format_summary
+from ._session import TASKS_PER_CORE, SqlConf, file_splits
 from .output import PCA_FILE, SUMMARY_FILE, OutputTarget
 
 __all__ = [
@@ -186,7 +187,7 @@ def _stages(r: _Run) -> tuple[_Featurized, PCA, str]:
         with stage("featurize", progress, r.stages):
             feats = _featurize(r, done)
         if feats.errors == feats.images:
-            raise CLIError(_all_failed(feats.images, feats.error_kinds, feats.samples))
+            raise CLIError(all_failed(feats.images, feats.error_kinds, feats.samples))
         with stage("pca_fit", progress, r.stages):
             pca, stats_source = _fit(r, feats)
         with stage("transform_write", progress, r.stages):
@@ -219,7 +220,7 @@ def _featurize(r: _Run, cleanup: contextlib.ExitStack) -> _Featurized:
     # Embedding costs per image, so a few tasks per core with equal image counts
     # balance the cores with no idle tail.
     # The split confs stay set until the featurize pass has been planned and run.
-    with _SqlConf(r.spark, _file_splits(partitions)):
+    with SqlConf(r.spark, file_splits(partitions)):
         images, source = _images(r, partitions)
         collected = fl_spark.FeatureStats(r.spark)  # PCA statistics, gathered while embedding
         features = fl_spark.featurize(
@@ -249,7 +250,7 @@ def _featurize(r: _Run, cleanup: contextlib.ExitStack) -> _Featurized:
             f"no images found under {r.config.input} (looked for "
             f"{', '.join(fl_spark.DEFAULT_EXTENSIONS)} files, any case)"
         )
-    kinds, samples = _error_kinds(features) if n_errors else ({}, {})
+    kinds, samples = error_kinds(features) if n_errors else ({}, {})
     return _Featurized(features, collected, n_images, n_errors, int(row["f"]), kinds, samples)
 
 
@@ -262,7 +263,7 @@ def _fetch_in_tasks(spark: Any, uri: str, io: str) -> bool:
     if io == "arrow":
         return True
     if _uri.is_local(uri):  # an existing path is literal, even with glob characters in it
-        return not has_glob(uri) or os.path.lexists(_local(uri))
+        return not has_glob(uri) or os.path.lexists(local_path(uri))
     return fl_spark.use_arrow_io(spark, uri, io)
 
 
@@ -271,47 +272,15 @@ def _images(r: _Run, partitions: int) -> tuple[Any, dict[str, Any]]:
     if _fetch_in_tasks(r.spark, r.config.input, r.config.io):
         # Listed on the driver; each task reads its files right before decoding
         # them, so the bytes never pass through the JVM.
-        # (Spark 4+: a local relation, split by _file_splits' leaf parallelism)
+        # (Spark 4+: a local relation, split by file_splits' leaf parallelism)
         images = fl_spark.list_images(
             r.spark, r.config.input, partitions=partitions, local_relation=True
         )
         return images, {"fetch_from": "path"}
     # Spark's binaryFile (Hadoop filesystems, globs, --io spark): its default
     # splits make a partition per ~32 small files or one for a small folder;
-    # _file_splits gets equal ones without a shuffle.
+    # file_splits gets equal ones without a shuffle.
     return fl_spark.read_images(r.spark, r.config.input, io="spark"), {}
-
-
-def _error_kinds(features: Any) -> tuple[dict[str, int], dict[str, str]]:
-    """Failed images per error kind (the text before the first ``:``), and an example."""
-    # pyspark: imported when Spark runs (see the module doc)
-    from pyspark.sql import functions as F
-
-    kinds = (
-        features.where(F.col("error").isNotNull())
-        .groupBy(F.split(F.col("error"), ":").getItem(0).alias("kind"))
-        .agg(F.count(F.lit(1)).alias("count"), F.min("error").alias("sample"))
-        .collect()
-    )
-    return (
-        {r["kind"]: int(r["count"]) for r in kinds},
-        {r["kind"]: str(r["sample"]) for r in kinds},
-    )
-
-
-def _all_failed(n_images: int, kinds: dict[str, int], samples: dict[str, str]) -> str:
-    """One line for "every image failed": the error itself when they all failed alike
-    (e.g. access denied on the bucket), else the counts and an example per kind."""
-    if len(kinds) == 1:
-        (kind,) = kinds
-        sample = " ".join(samples.get(kind, kind).split())[:400]
-        more = f" (and {n_images - 1} more like it)" if n_images > 1 else ""
-        return f"all {n_images} images failed, e.g. {sample}{more}; nothing to fit a PCA on"
-    examples = "; ".join(
-        f"{kind} {count}, e.g. {' '.join(samples.get(kind, '').split())[:160]}"
-        for kind, count in sorted(kinds.items(), key=lambda kv: -kv[1])
-    )
-    return f"all {n_images} images failed ({examples}); nothing to fit a PCA on"
 
 
 def _fit(r: _Run, feats: _Featurized) -> tuple[PCA, str]:
@@ -391,22 +360,3 @@ def commit(target: OutputTarget, summary: dict[str, Any]) -> None:
     to this run at once."""
     target.write_text(SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     target.commit()
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    """The summary as the few lines ``fruitlens run`` prints."""
-    stages = summary["stages"]
-    kinds = ", ".join(f"{k} {v}" for k, v in sorted(summary["error_kinds"].items()))
-    pca_file = _uri.join(summary["output"], PCA_FILE)
-    lines = [
-        f"images      {summary['images']} ({summary['errors']} errors"
-        + (f": {kinds}" if kinds else "")
-        + ")",
-        f"pca         k={summary['k']}, explained variance {summary['explained_variance']:.4f}",
-        f"time        {summary['seconds']:.1f} s total, {summary['seconds_pipeline']:.1f} s "
-        f"pipeline ({summary['images_per_s']} images/s), Spark start "
-        f"{summary['seconds_spark_start']:.1f} s",
-        "stages      " + ", ".join(f"{name} {sec:.1f} s" for name, sec in stages.items()),
-        f"output      {summary['output']} (PCA: {pca_file})",
-    ]
-    return "\n".join(lines)

@@ -17,7 +17,8 @@ from .. import _uri
 from .._common import FEATURE_DIM, PathLike
 from .._core import DEFAULT_BATCH_SIZE, Embedder
 from .._errors import ModelError
-from ._read import READ_ERROR_COL, _local_path
+from ._paths import local_path_or_none
+from ._read import READ_ERROR_COL
 from ._tasks import embed_batches
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def model_shape(model: PathLike) -> ModelShape:
 def _model_ref(spark: SparkSession, model: PathLike, ship: bool | None) -> tuple[str, str]:
     """How executors find the model: a path they can open, or a SparkFiles name."""
     model = os.fspath(model)
-    local = _local_path(model)
+    local = local_path_or_none(model)
     sc = spark.sparkContext
     if ship is None:
         ship = local is None or not sc.master.startswith("local")
@@ -97,7 +98,7 @@ def _check_inputs(df: DataFrame, content_col: str, fetch_from: str | None, batch
 
 def _check_model_size(model: str, size: int | None) -> None:
     """Load a local model once on the driver: usable, and of input size ``size`` if set."""
-    local = _local_path(model)
+    local = local_path_or_none(model)
     if local is None:
         return
     input_size = model_shape(local).input_size

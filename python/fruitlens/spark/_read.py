@@ -23,6 +23,15 @@ from .._common import IMAGE_EXTENSIONS, first_line, has_glob, is_hidden
 from .._errors import FruitlensError
 from .._fs import use_arrow_io
 from .._listing import find_images, scan_local
+from ._paths import (
+    case_insensitive_glob,
+    dotted,
+    hadoop_glob,
+    hadoop_literal,
+    input_paths,
+    local_path_or_none,
+    spark_major,
+)
 from ._tasks import fetch_batches
 
 if TYPE_CHECKING:
@@ -48,69 +57,6 @@ ARROW_ROWS_PER_PARTITION = 512
 #: ``(path, modificationTime, length, content, label)``: a zero-byte local file.
 _EmptyRow = tuple[str, Optional[datetime], int, bytes, str]
 
-_HADOOP_GLOB_CHARS = frozenset("{}[]*?\\")
-
-
-# --------------------------------------------------------------------------------------
-# Paths
-# --------------------------------------------------------------------------------------
-
-
-def _case_insensitive_glob(extensions: Sequence[str]) -> str:
-    """``("jpg", "png")`` -> ``*.{[jJ][pP][gG],[pP][nN][gG]}`` (a Hadoop glob)."""
-    parts = []
-    for ext in extensions:
-        ext = ext.lstrip(".")
-        if not ext or any(c in ext for c in "{}[]*?,\\/"):
-            raise ValueError(f"invalid file extension {ext!r}")
-        parts.append(
-            "".join(f"[{c.lower()}{c.upper()}]" if c.lower() != c.upper() else c for c in ext)
-        )
-    return "*.{" + ",".join(parts) + "}"
-
-
-def _dotted(extensions: Sequence[str]) -> list[str]:
-    """Extensions as ``fruitlens.io`` takes them: with the dot."""
-    return ["." + e.lstrip(".") for e in extensions]
-
-
-def _input_paths(path: str | os.PathLike[str] | Sequence[str], caller: str) -> list[str]:
-    """One path or several, as a non-empty list of strings."""
-    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-    if not paths:
-        raise FruitlensError(f"{caller}: no input path given")
-    return [os.fspath(p) for p in paths]
-
-
-def _local_path(path: str) -> str | None:
-    """The absolute local path of ``path`` if it is local (no scheme or ``file:``),
-    taken literally (never percent-decoded; see :mod:`fruitlens._uri`)."""
-    return _uri.local_path(path) if _uri.is_local(path) else None
-
-
-def _hadoop_literal(uri: str) -> str:
-    """``uri`` escaped so that Hadoop's glob expansion (which Spark applies to every
-    input path) matches exactly that name: ``{}[]*?\\`` get a backslash."""
-    return "".join("\\" + c if c in _HADOOP_GLOB_CHARS else c for c in uri)
-
-
-def _hadoop_glob(spark: SparkSession, pattern: str) -> list[str]:
-    """The local paths that match the Hadoop glob ``pattern`` (a ``file:`` URI), sorted."""
-    sc = spark.sparkContext
-    path = sc._jvm.org.apache.hadoop.fs.Path(pattern)
-    statuses = path.getFileSystem(sc._jsc.hadoopConfiguration()).globStatus(path)
-    if statuses is None:
-        return []
-    return sorted(_uri.local_path(str(st.getPath().toString())) for st in statuses)
-
-
-def _spark_major(spark: SparkSession) -> int:
-    try:
-        return int(spark.version.split(".", 1)[0])
-    except ValueError:  # pragma: no cover - unusual version strings
-        return 0
-
-
 # --------------------------------------------------------------------------------------
 # read_images: binaryFile, plus what fruitlens lists and reads itself
 # --------------------------------------------------------------------------------------
@@ -121,7 +67,7 @@ def _local_roots(spark: SparkSession, path: str, local: str) -> list[str]:
     if os.path.lexists(local):
         return [local]
     if has_glob(local):
-        roots = _hadoop_glob(spark, "file:" + local)
+        roots = hadoop_glob(spark, "file:" + local)
         if not roots:
             raise FruitlensError(f"input path does not exist: {path} (no match for the pattern)")
         return roots
@@ -142,7 +88,7 @@ def _local_sources(
     duplicates, opens FIFOs, and fails the job on a file name with ``:`` (its
     checksum-file path is not a valid URI).
     """
-    exts = _dotted(extensions)
+    exts = dotted(extensions)
     sources: list[str] = []
     empty: list[_EmptyRow] = []
     fetch: list[Any] = []
@@ -151,7 +97,7 @@ def _local_sources(
         refs = [r._replace(path=_uri.to_uri(r.path)) for r in refs]
         prefix = len(_uri.to_uri(root))
         if plain and os.path.isdir(root) and not any(":" in r.path[prefix:] for r in refs):
-            sources.append(_hadoop_literal(_uri.to_uri(root)))
+            sources.append(hadoop_literal(_uri.to_uri(root)))
             empty.extend((r.path, r.modified, 0, b"", r.label) for r in refs if not r.size)
         else:
             fetch.extend(refs)
@@ -167,7 +113,7 @@ def _plan_sources(
     fetch: list[Any] = []
     for p in paths:
         try:
-            local = _local_path(p)
+            local = local_path_or_none(p)
         except ValueError as exc:  # file://host/..., file:relative
             raise FruitlensError(str(exc)) from exc
         if local is None:
@@ -204,7 +150,7 @@ def _binary_file_frame(
     reader = (
         spark.read.format("binaryFile")
         .option("recursiveFileLookup", "true")
-        .option("pathGlobFilter", _case_insensitive_glob(extensions))
+        .option("pathGlobFilter", case_insensitive_glob(extensions))
     )
     try:
         df = reader.load(sources)
@@ -272,7 +218,7 @@ def read_images(
     Raises:
         FruitlensError: a path does not exist or cannot be listed.
     """
-    paths = _input_paths(path, "read_images")
+    paths = input_paths(path, "read_images")
     # fruitlens.io: object stores that this Spark cannot open (see use_arrow_io)
     if any(use_arrow_io(spark, p, io) for p in paths):
         return read_images_arrow(spark, paths, extensions=extensions)
@@ -337,8 +283,8 @@ def list_images(
     Raises:
         FruitlensError: a path does not exist or cannot be listed.
     """
-    exts = _dotted(extensions)
-    refs = [ref for p in _input_paths(path, "list_images") for ref in _list_one(p, exts)]
+    exts = dotted(extensions)
+    refs = [ref for p in input_paths(path, "list_images") for ref in _list_one(p, exts)]
     return _listing_frame(spark, refs, partitions, local_relation)
 
 
@@ -349,7 +295,7 @@ def _listing_frame(
     from pyspark.sql import types as T  # optional dependency
 
     listing = T.StructType([f for f in _image_schema().fields if f.name != "content"])
-    if local_relation and refs and _spark_major(spark) >= 4:
+    if local_relation and refs and spark_major(spark) >= 4:
         # A local relation (Arrow in, no pickling): the tasks that scan it are pure JVM,
         # where a Python RDD would start a second Python worker per featurize task.
         table = pa.table(

@@ -1,0 +1,65 @@
+"""What ``fruitlens run`` reports: failed images by kind, the one-line error when every
+image failed, and the summary it prints.
+
+pyspark is imported only where a DataFrame is counted, so the CLI imports this without it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _uri
+from ._manifest import PCA_FILE
+
+__all__ = ["all_failed", "error_kinds", "format_summary"]
+
+
+def error_kinds(features: Any) -> tuple[dict[str, int], dict[str, str]]:
+    """Failed images per error kind (the text before the first ``:``), and an example."""
+    # pyspark: imported when Spark runs (see the module doc)
+    from pyspark.sql import functions as F
+
+    kinds = (
+        features.where(F.col("error").isNotNull())
+        .groupBy(F.split(F.col("error"), ":").getItem(0).alias("kind"))
+        .agg(F.count(F.lit(1)).alias("count"), F.min("error").alias("sample"))
+        .collect()
+    )
+    return (
+        {r["kind"]: int(r["count"]) for r in kinds},
+        {r["kind"]: str(r["sample"]) for r in kinds},
+    )
+
+
+def all_failed(n_images: int, kinds: dict[str, int], samples: dict[str, str]) -> str:
+    """One line for "every image failed": the error itself when they all failed alike
+    (e.g. access denied on the bucket), else the counts and an example per kind."""
+    if len(kinds) == 1:
+        (kind,) = kinds
+        sample = " ".join(samples.get(kind, kind).split())[:400]
+        more = f" (and {n_images - 1} more like it)" if n_images > 1 else ""
+        return f"all {n_images} images failed, e.g. {sample}{more}; nothing to fit a PCA on"
+    examples = "; ".join(
+        f"{kind} {count}, e.g. {' '.join(samples.get(kind, '').split())[:160]}"
+        for kind, count in sorted(kinds.items(), key=lambda kv: -kv[1])
+    )
+    return f"all {n_images} images failed ({examples}); nothing to fit a PCA on"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The summary as the few lines ``fruitlens run`` prints."""
+    stages = summary["stages"]
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(summary["error_kinds"].items()))
+    pca_file = _uri.join(summary["output"], PCA_FILE)
+    lines = [
+        f"images      {summary['images']} ({summary['errors']} errors"
+        + (f": {kinds}" if kinds else "")
+        + ")",
+        f"pca         k={summary['k']}, explained variance {summary['explained_variance']:.4f}",
+        f"time        {summary['seconds']:.1f} s total, {summary['seconds_pipeline']:.1f} s "
+        f"pipeline ({summary['images_per_s']} images/s), Spark start "
+        f"{summary['seconds_spark_start']:.1f} s",
+        "stages      " + ", ".join(f"{name} {sec:.1f} s" for name, sec in stages.items()),
+        f"output      {summary['output']} (PCA: {pca_file})",
+    ]
+    return "\n".join(lines)
