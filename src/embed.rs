@@ -106,6 +106,8 @@ pub struct ModelInfo {
     pub input_size: u32,
     /// D of the `[N, D]` output.
     pub output_dim: usize,
+    /// The model's `metadata_props` (key → value), e.g. a classifier's `labels`.
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 fn inspect(session: &Session, path: &Path) -> Result<ModelInfo> {
@@ -169,7 +171,29 @@ fn inspect(session: &Session, path: &Path) -> Result<ModelInfo> {
         output_name: output.name().to_string(),
         input_size: in_dims[1] as u32,
         output_dim: out_dims[1] as usize,
+        metadata: metadata_props(session, path)?,
     })
+}
+
+/// The model's `metadata_props` as a sorted map.
+fn metadata_props(
+    session: &Session,
+    path: &Path,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let bad = |e: ort::Error| {
+        Error::Model(format!(
+            "could not read the metadata of {}: {e}",
+            path.display()
+        ))
+    };
+    let metadata = session.metadata().map_err(bad)?;
+    let mut props = std::collections::BTreeMap::new();
+    for key in metadata.custom_keys().map_err(bad)? {
+        if let Some(value) = metadata.custom(&key) {
+            props.insert(key, value);
+        }
+    }
+    Ok(props)
 }
 
 /// Images per ONNX Runtime run unless told otherwise. Small batches keep MobileNetV2's

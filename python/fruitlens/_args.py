@@ -10,8 +10,17 @@ from ._core import DEFAULT_BATCH_SIZE
 from ._errors import PCAError
 from ._k import parse_k
 from ._native import MAX_SIZE, MAX_THREADS_CAP
+from .spark._train import DEFAULT_MAX_ITER, DEFAULT_REG_PARAM
 
-__all__ = ["add_run_arguments", "k_arg", "positive_int", "size_arg", "threads_arg"]
+__all__ = [
+    "add_run_arguments",
+    "add_train_arguments",
+    "fraction_arg",
+    "k_arg",
+    "positive_int",
+    "size_arg",
+    "threads_arg",
+]
 
 
 def k_arg(text: str) -> int | float:
@@ -53,10 +62,83 @@ def size_arg(text: str) -> int:
     return _limited_int(text, MAX_SIZE, "fruitlens.MAX_SIZE")
 
 
+def fraction_arg(text: str) -> float:
+    """A number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0.0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The arguments of ``fruitlens run`` / ``python -m fruitlens.job``."""
     parser.add_argument("input", metavar="INPUT", help="folder/URI of images (label = folder)")
     parser.add_argument("output", metavar="OUTPUT", help="Parquet output folder/URI")
+    _add_compute_arguments(parser)
+    _add_run_flags(parser)
+    return parser
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The arguments of ``fruitlens train``."""
+    parser.add_argument(
+        "input",
+        metavar="INPUT",
+        help="folder/URI of training images, one subfolder per class (the folder name is "
+        "the class), or with --features a `fruitlens run` output",
+    )
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="local folder for the model")
+    parser.add_argument(
+        "--features", action="store_true", help="INPUT (and --test) are `fruitlens run` outputs"
+    )
+    split = parser.add_mutually_exclusive_group()
+    split.add_argument("--test", metavar="DIR", help="held-out images for the evaluation")
+    split.add_argument(
+        "--test-fraction",
+        type=fraction_arg,
+        help="hold out this fraction of INPUT, chosen by a hash of class/file name "
+        "(default 0.2 without --test)",
+    )
+    parser.add_argument(
+        "--on",
+        choices=("pca", "features"),
+        default="pca",
+        help="train the head on the PCA projections (default) or on the 1280 features",
+    )
+    parser.add_argument(
+        "--reg-param",
+        type=_non_negative_float,
+        default=DEFAULT_REG_PARAM,
+        help=f"L2 regularisation of the logistic regression (default {DEFAULT_REG_PARAM})",
+    )
+    parser.add_argument(
+        "--max-iter",
+        type=positive_int,
+        default=DEFAULT_MAX_ITER,
+        help=f"L-BFGS iterations (default {DEFAULT_MAX_ITER})",
+    )
+    parser.add_argument(
+        "--int8", action="store_true", help="also export classifier_int8.onnx (calibrated int8)"
+    )
+    _add_compute_arguments(parser)
+    _add_run_flags(parser)
+    return parser
+
+
+def _add_compute_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         metavar="PATH",
@@ -90,16 +172,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument(
         "--threads", type=threads_arg, help="threads per task (default: the task's CPUs)"
     )
-    _add_run_flags(parser)
-    return parser
 
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace OUTPUT if it is a previous fruitlens output (never anything else; "
-        "the old output stays complete until the new one replaces it at once)",
+        help="replace OUTPUT (train: MODEL_DIR) if fruitlens wrote it (never anything else; "
+        "the old one stays complete until the new one replaces it at once)",
     )
     parser.add_argument(
         "--io",

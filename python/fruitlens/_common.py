@@ -26,6 +26,7 @@ __all__ = [
     "is_hidden",
     "sha256_bytes",
     "sha256_file",
+    "umask",
     "write_atomic",
 ]
 
@@ -102,16 +103,32 @@ def cache_dir() -> Path:
     return base / "fruitlens"
 
 
+def umask() -> int:
+    """The process's file-mode creation mask (read without changing it where possible)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: PathLike, data: bytes | str) -> Path:
     """Write ``data`` (``str`` as UTF-8) to the local file ``path``, all or nothing: a
     temporary file in the same folder, flushed to disk, then ``os.replace``. Creates the
-    parent folders; a failure leaves no temporary file behind."""
+    parent folders; a failure leaves no temporary file behind. The file gets the usual
+    mode of a new file (``0o666`` less the umask), not ``mkstemp``'s private ``0o600``."""
     target = Path(path)
     if isinstance(data, str):
         data = data.encode("utf-8")
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

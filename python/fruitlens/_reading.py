@@ -14,7 +14,7 @@ from ._common import first_line
 from ._files import read_local
 from ._fs import filesystem_for
 
-__all__ = ["fetch_batches", "read_bytes"]
+__all__ = ["fetch_batches", "read_bytes", "read_many"]
 
 #: Content above this many bytes per output batch is split into more batches, so that
 #: a ``binary`` column's 32-bit offsets never overflow.
@@ -39,7 +39,7 @@ def _read_one(uri: str, max_bytes: int | None) -> tuple[bytes | None, str | None
         return None, f"unreadable: {uri}: {first_line(exc)}"
 
 
-def _read_many(
+def read_many(
     uris: Sequence[str | None], max_workers: int, max_bytes: int | None
 ) -> list[tuple[bytes | None, str | None]]:
     def one(uri: str | None) -> tuple[bytes | None, str | None]:
@@ -61,7 +61,7 @@ def read_bytes(
 
     Use :func:`fetch_batches` to also get the reason of each failure.
     """
-    return [content for content, _ in _read_many(list(uris), max_workers, max_bytes)]
+    return [content for content, _ in read_many(list(uris), max_workers, max_bytes)]
 
 
 def _batch_ends(results: list[tuple[bytes | None, str | None]]) -> Iterator[tuple[int, int]]:
@@ -107,7 +107,7 @@ def fetch_batches(
                 "pass other content_col/error_col names"
             )
         paths = batch.column(batch.schema.get_field_index(path_col)).to_pylist()
-        results = _read_many(paths, max_workers, max_bytes)
+        results = read_many(paths, max_workers, max_bytes)
         names = [*batch.schema.names, content_col, error_col]
         for start, end in _batch_ends(results):
             part = results[start:end]

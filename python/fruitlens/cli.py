@@ -4,6 +4,13 @@
     read images → MobileNetV2 features → distributed PCA → Parquet (+ ``_pca/pca.json``
     and ``_summary.json``), on an embedded local Spark or the active/spark-submit one
     (:mod:`fruitlens.pipeline`).
+``fruitlens train INPUT MODEL_DIR``
+    images (one folder per class) → features → classifier head on Spark → evaluation
+    report → ``MODEL_DIR/classifier.onnx`` (:mod:`fruitlens.train_pipeline`).
+``fruitlens predict MODEL_DIR PATH...``
+    classify images with an exported classifier, no Spark (:mod:`fruitlens.predict`).
+``fruitlens serve MODEL_DIR``
+    an HTTP prediction server (:mod:`fruitlens.serve`).
 ``fruitlens model convert|info|fetch|quantize``
     build, inspect, download and quantize the ONNX feature model.
 
@@ -25,15 +32,17 @@ import sys
 import time
 from typing import Any, Callable
 
-from . import _logs, _session, pipeline
-from ._args import add_run_arguments, positive_int, size_arg
+from . import _logs, _session, pipeline, train_pipeline
+from ._args import add_run_arguments, add_train_arguments, positive_int, size_arg
 from ._common import deprecated
 from ._errors import CLIError, ModelError
 from ._fetch import fetch_model
 from ._logs import PROG, guard
 from ._native import __version__
 from .models import convert_keras, model_info, validate_model
+from .predict import add_predict_arguments, cmd_predict
 from .quantize import calibration_images, quantize_model
+from .serve import add_serve_arguments, cmd_serve
 
 __all__ = ["CLIError", "add_run_arguments", "build_parser", "main"]
 
@@ -61,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_run_arguments(run)
     run.set_defaults(func=_cmd_run)
+    _add_recognizer(sub)
 
     model = sub.add_parser("model", help="build, inspect or download the ONNX model")
     msub = model.add_subparsers(dest="model_command", metavar="ACTION")
@@ -69,6 +79,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fetch(msub)
     _add_quantize(msub)
     return parser
+
+
+def _add_recognizer(sub: Any) -> None:
+    """``train`` and ``predict`` (the classifier)."""
+    train = sub.add_parser(
+        "train",
+        help="train, evaluate and export a classifier (one subfolder of images per class)",
+        description="featurize INPUT (or read a `fruitlens run` output with --features), fit "
+        "a logistic-regression head on Spark, evaluate it on --test or a held-out fraction, "
+        "and write MODEL_DIR: classifier.onnx (one ONNX file: image -> class "
+        "probabilities, labels in its metadata), classifier_uint8.onnx, head.json, "
+        "report.json, confusion.png, per_class.png",
+    )
+    add_train_arguments(train)
+    train.set_defaults(func=_cmd_train)
+    predict = sub.add_parser(
+        "predict",
+        help="classify images with a trained MODEL_DIR (no Spark)",
+        description="print the predicted class of each image (files, folders, s3:// URIs)",
+    )
+    add_predict_arguments(predict)
+    predict.set_defaults(func=cmd_predict)
+    serve = sub.add_parser(
+        "serve",
+        help="serve a trained MODEL_DIR over HTTP (POST /v1/predict, a web page at /)",
+        description="an HTTP server (Starlette + uvicorn) for a classifier: POST /v1/predict "
+        "with image bytes (or a multipart upload) -> JSON label/score/top/info; GET /healthz, "
+        "/readyz, /metrics (Prometheus), / (a web page to take or upload a photo)",
+    )
+    add_serve_arguments(serve)
+    serve.set_defaults(func=cmd_serve)
 
 
 def _add_convert_info(msub: Any) -> None:
@@ -131,6 +172,12 @@ def _add_quantize(msub: Any) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     summary = pipeline.run(pipeline.RunConfig.from_args(args))
     print(pipeline.format_summary(summary))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    report = train_pipeline.train_from_args(args)
+    train_pipeline.print_summary(report, args.model_dir)
     return 0
 
 

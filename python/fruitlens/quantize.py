@@ -63,16 +63,22 @@ def _calibration_batches(
     paths: list[Path], size: int, input_name: str, batch_size: int
 ) -> Iterator[dict[str, Any]]:
     """The model inputs for the images, decoded exactly as at inference (failed images
-    are left out)."""
+    are left out), in batches of exactly ``batch_size`` images: ONNX Runtime's histogram
+    calibrators stack the batches, so a short last batch is dropped (unless it is the
+    only one)."""
+    pending: list[np.ndarray] = []
+    sent = False
     for i in range(0, len(paths), batch_size):
         chunk = [p.read_bytes() for p in paths[i : i + batch_size]]
         batch = decode(chunk, size=size)
-        ok = [j for j, e in enumerate(batch.column("error").to_pylist()) if e is None]
-        if not ok:
-            continue
-        px = batch.column("pixels").values.to_numpy(zero_copy_only=False)
-        x = px.reshape(len(chunk), size, size, 3)[ok]
-        yield {input_name: np.ascontiguousarray(x, dtype=np.float32)}
+        px = batch.column("pixels").flatten().to_numpy(zero_copy_only=False)  # decoded rows
+        pending.extend(px.reshape(-1, size, size, 3))
+        while len(pending) >= batch_size:
+            x, pending = np.stack(pending[:batch_size]), pending[batch_size:]
+            sent = True
+            yield {input_name: np.ascontiguousarray(x, dtype=np.float32)}
+    if pending and not sent:
+        yield {input_name: np.ascontiguousarray(np.stack(pending), dtype=np.float32)}
 
 
 def _reader(quantization: Any, batches: Iterator[dict[str, Any]]) -> Any:

@@ -141,6 +141,12 @@ impl PyEmbedder {
         self.inner.threads()
     }
 
+    /// The model's `metadata_props` (key -> value).
+    #[getter]
+    fn metadata(&self) -> std::collections::BTreeMap<String, String> {
+        self.inner.info().metadata.clone()
+    }
+
     #[getter]
     fn model_path(&self) -> PathBuf {
         self.inner.model_path().to_path_buf()

@@ -11,13 +11,17 @@ Arrow batches out; no pandas, no per-image Python):
   the driver, and :func:`transform_pca` adds ``pca`` (``array<float>``, k);
 * :class:`ImageEmbedder`, :class:`FeaturePCA` and :class:`FeaturePCAModel` are
   ``pyspark.ml`` stages (usable in a ``Pipeline``, savable with ``Pipeline.write()``);
-  they live in :mod:`fruitlens.spark.ml` and are imported from there on first use.
+  they live in :mod:`fruitlens.spark.ml` and are imported from there on first use;
+* :func:`train_classifier` fits a classifier head on the features (``pyspark.ml``
+  logistic regression), :func:`classify` scores images with an exported classifier.
 
 Works with PySpark 3.5 and 4.x. The package's modules, one concern each:
 
 * ``_read``: reading and listing images; ``_featurize``: featurize on the driver;
 * ``_pca``: PCA statistics, fit and projection; ``_arrow``: Arrow I/O;
 * ``_tasks``: the code the executors run (imports only pyarrow and the core);
+* ``_train``: the classifier: :func:`train_classifier`, :func:`predict_features`,
+  :func:`classify` (``_ml_classifier``: its ``pyspark.ml`` stages);
 * ``ml``: the ``pyspark.ml`` stages.
 
 Deprecated names (a ``DeprecationWarning``, same objects): ``pca_statistics`` (now
@@ -43,40 +47,70 @@ from ._read import (
     read_images_arrow,
 )
 from ._tasks import FAULT_ENV
+from ._train import (
+    DEFAULT_MAX_ITER,
+    DEFAULT_REG_PARAM,
+    ON_CHOICES,
+    class_labels,
+    classify,
+    predict_features,
+    train_classifier,
+)
 
 if TYPE_CHECKING:
     from .._common import PathLike
-    from .ml import FeaturePCA, FeaturePCAModel, ImageEmbedder
+    from .ml import (
+        FeaturePCA,
+        FeaturePCAModel,
+        FruitClassifier,
+        FruitClassifierModel,
+        ImageEmbedder,
+    )
 
 __all__ = [
     "ARROW_ROWS_PER_PARTITION",
     "DEFAULT_EXTENSIONS",
+    "DEFAULT_MAX_ITER",
+    "DEFAULT_REG_PARAM",
     "DRIVER_MERGE_PARTITIONS",
     "FAULT_ENV",
     "FEATURE_DIM",
     "IO_MODES",
+    "ON_CHOICES",
     "READ_ERROR_COL",
     "FeaturePCA",
     "FeaturePCAModel",
     "FeatureStats",
+    "FruitClassifier",
+    "FruitClassifierModel",
     "ImageEmbedder",
     "ModelShape",
+    "class_labels",
+    "classify",
     "collect_arrow_batches",
     "featurize",
     "fit_pca",
     "list_images",
     "model_shape",
     "pca_stats",
+    "predict_features",
     "read_images",
     "read_images_arrow",
     "spark_can_read",
+    "train_classifier",
     "transform_pca",
     "use_arrow_io",
     "write_parquet_arrow",
 ]
 
 #: The ``pyspark.ml`` stages, imported from :mod:`fruitlens.spark.ml` on first use.
-_ML_STAGES = ("ImageEmbedder", "FeaturePCA", "FeaturePCAModel")
+_ML_STAGES = (
+    "ImageEmbedder",
+    "FeaturePCA",
+    "FeaturePCAModel",
+    "FruitClassifier",
+    "FruitClassifierModel",
+)
 
 
 def _model_input_size(model: PathLike) -> tuple[int, int]:

@@ -43,8 +43,9 @@ class ModelShape(NamedTuple):
     output_dim: int
 
 
-def model_shape(model: PathLike) -> ModelShape:
-    """The :class:`ModelShape` of a local ONNX model, checked by loading it once.
+def model_shape(model: PathLike, output_dim: int | None = FEATURE_DIM) -> ModelShape:
+    """The :class:`ModelShape` of a local ONNX model, checked by loading it once
+    (and that it outputs ``output_dim`` values per image, unless None).
 
     Raises:
         ModelError: the file is missing or is not a usable fruitlens model.
@@ -54,16 +55,16 @@ def model_shape(model: PathLike) -> ModelShape:
         raise ModelError(f"model file not found: {model}")
     st = os.stat(path)
     cached = _MODEL_INFO.get(path)
-    if cached is not None and cached[:2] == (st.st_mtime, st.st_size):
-        return ModelShape(cached[2], cached[3])
-    emb = Embedder(path, threads=1)
-    if emb.output_dim != FEATURE_DIM:
+    if cached is None or cached[:2] != (st.st_mtime, st.st_size):
+        emb = Embedder(path, threads=1)
+        cached = _MODEL_INFO[path] = (st.st_mtime, st.st_size, emb.input_size, emb.output_dim)
+    shape = ModelShape(cached[2], cached[3])
+    if output_dim is not None and shape.output_dim != output_dim:
         raise ModelError(
-            f"{model}: the model outputs {emb.output_dim} features per image, expected "
-            f"{FEATURE_DIM} (MobileNetV2)"
+            f"{model}: the model outputs {shape.output_dim} values per image, expected "
+            f"{output_dim}" + (" (MobileNetV2 features)" if output_dim == FEATURE_DIM else "")
         )
-    _MODEL_INFO[path] = (st.st_mtime, st.st_size, emb.input_size, emb.output_dim)
-    return ModelShape(emb.input_size, emb.output_dim)
+    return shape
 
 
 def _model_ref(spark: SparkSession, model: PathLike, ship: bool | None) -> tuple[str, str]:
@@ -96,12 +97,12 @@ def _check_inputs(df: DataFrame, content_col: str, fetch_from: str | None, batch
         raise ValueError(f"featurize: no column {column!r} in {df.columns}")
 
 
-def _check_model_size(model: str, size: int | None) -> None:
+def _check_model_size(model: str, size: int | None, output_dim: int | None) -> None:
     """Load a local model once on the driver: usable, and of input size ``size`` if set."""
     local = local_path_or_none(model)
     if local is None:
         return
-    input_size = model_shape(local).input_size
+    input_size = model_shape(local, output_dim).input_size
     if size is not None and int(size) != input_size:
         raise ModelError(
             f"{model} takes {input_size}x{input_size} images but size={size} was asked; "
@@ -165,13 +166,13 @@ def featurize(
     ship_model: bool | None = None,
     stats: FeatureStats | None = None,
     fetch_from: str | None = None,
+    output_dim: int | None = FEATURE_DIM,
 ) -> DataFrame:
     """Add MobileNetV2 features to a DataFrame of encoded images.
 
-    Adds ``output_col`` (``array<float>``, 1280 values; null when the image failed)
-    and ``error_col`` (``string``: null when fine, else ``"<kind>: <detail>"``). Every
-    other column is passed through; ``content_col`` is dropped unless
-    ``keep_content``. Columns named like the outputs are replaced.
+    Adds ``output_col`` (``array<float>``, 1280 values; null when the image failed) and
+    ``error_col`` (``string``: null when fine, else ``"<kind>: <detail>"``). Other columns
+    pass through (``content_col`` only with ``keep_content``; same-named ones replaced).
 
     Args:
         model: ONNX model file (see ``fruitlens model fetch``). A local path is used
@@ -180,7 +181,7 @@ def featurize(
         size: the expected model input size; raises if the model's differs.
         batch_size: images per ONNX Runtime run.
         threads: ONNX Runtime/decoder threads per task (default: the task's CPUs).
-        ship_model: force (True) or prevent (False) shipping the model file.
+        ship_model: force (True) or prevent (False) shipping the model.
         stats: a :class:`FeatureStats` that gathers the PCA statistics of the
             features while they are computed, so that a PCA can be fitted without
             another pass over them (see :class:`FeatureStats`).
@@ -189,13 +190,13 @@ def featurize(
             themselves, right before decoding (see ``list_images``). The bytes
             then never pass through the JVM. An unreadable file gets
             ``error = "unreadable: ..."``.
+        output_dim: values per image the model must output; None: any (a classifier).
 
-    Raises:
-        ModelError: the model is missing, invalid, or its input size is not ``size``.
+    Raises ModelError if the model is missing, invalid, or its input size is not ``size``.
     """
     _check_inputs(df, content_col, fetch_from, batch_size)
     model = os.fspath(model)
-    _check_model_size(model, size)
+    _check_model_size(model, size, output_dim)
     keep, df_in = _select_inputs(df, content_col, output_col, error_col, keep_content, fetch_from)
     run = functools.partial(  # the mapInArrow body, run by the executors
         embed_batches,

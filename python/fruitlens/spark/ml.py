@@ -2,7 +2,9 @@
 
 * :class:`ImageEmbedder` — a ``Transformer`` adding MobileNetV2 features;
 * :class:`FeaturePCA` — an ``Estimator`` (distributed native statistics), fitted into a
-* :class:`FeaturePCAModel` — adding the PCA scores; saved and loaded with the pipeline.
+* :class:`FeaturePCAModel` — adding the PCA scores; saved and loaded with the pipeline;
+* :class:`FruitClassifier` / :class:`FruitClassifierModel` — a classifier head over the
+  features (from :mod:`fruitlens.spark._ml_classifier`).
 
 They are also reachable as ``fruitlens.spark.ImageEmbedder`` etc. This module is
 separate so that importing :mod:`fruitlens.spark` (on every Python worker) does
@@ -36,12 +38,19 @@ from .._errors import ModelError, PCAError
 from .._k import check_k
 from .._pca import PCA as LocalPCA  # fruitlens.PCA (not the deprecated stage name)
 from ._featurize import featurize
+from ._ml_classifier import FruitClassifier, FruitClassifierModel
 from ._pca import fit_pca, transform_pca
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-__all__ = ["FeaturePCA", "FeaturePCAModel", "ImageEmbedder"]
+__all__ = [
+    "FeaturePCA",
+    "FeaturePCAModel",
+    "FruitClassifier",
+    "FruitClassifierModel",
+    "ImageEmbedder",
+]
 
 #: Deprecated names of this module -> their new names.
 DEPRECATED = {"PCA": "FeaturePCA", "PCAModel": "FeaturePCAModel"}
