@@ -37,11 +37,6 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 SAMPLE = HERE.parent.parent / "shared" / "data" / "fruits360-sample"
-SERVER = """
-import argparse, sys
-from fruitlens.serve import add_serve_arguments, cmd_serve
-sys.exit(cmd_serve(add_serve_arguments(argparse.ArgumentParser()).parse_args(sys.argv[1:])))
-"""
 
 
 def ensure_classifier(model_dir: str | None) -> Path:
@@ -181,7 +176,7 @@ def start_server(model: Path, args: argparse.Namespace) -> tuple[subprocess.Pope
     import httpx
 
     url = f"http://127.0.0.1:{args.port}"
-    cmd = [sys.executable, "-c", SERVER, str(model), "--port", str(args.port)]
+    cmd = [sys.executable, "-m", "fruitlens.cli", "serve", str(model), "--port", str(args.port)]
     cmd += ["--threads", str(args.threads), "--max-batch", str(args.max_batch)]
     cmd += ["--log-level", "warning"]
     proc = subprocess.Popen(cmd)

@@ -4,6 +4,8 @@
 >>> emb = fruitlens.Embedder("mobilenet_v2_224.onnx")
 >>> batch = emb.embed([open("apple.jpg", "rb").read()])   # features + error columns
 >>> pca = fruitlens.PCA(0.95).fit(features)
+>>> clf = fruitlens.Classifier("models/fruits")        # written by `fruitlens train`
+>>> clf.predict(["apple.jpg"]).column("label")
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ._model_info import model_info
 from ._native import MAX_PCA_DIM, MAX_SIZE, MAX_THREADS, __version__
 from ._pca import PCA, PCAStats, pca_stats
 from ._runtime import find_onnxruntime_library
+from .classify import Classifier
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -46,6 +49,7 @@ __all__ = [
     "OutputError",
     "PCAError",
     "PCAStats",
+    "Classifier",
     "RuntimeNotFoundError",
     "__version__",
     "build_random_model",
@@ -59,7 +63,18 @@ __all__ = [
 #: Public submodules, imported on first attribute access (PEP 562) so that
 #: ``import fruitlens`` stays light (no pyspark, no downloads code) and
 #: ``fruitlens.models.model_info(...)`` works without its own import.
-_SUBMODULES = ("io", "ml", "models", "output", "pipeline", "quantize", "spark")
+_SUBMODULES = (
+    "io",
+    "ml",
+    "models",
+    "output",
+    "pipeline",
+    "predict",
+    "quantize",
+    "serve",
+    "spark",
+    "train_pipeline",
+)
 
 
 def __getattr__(name: str) -> Any:

@@ -40,6 +40,8 @@ PER_CLASS_PNG = "per_class.png"
 MAX_CONFUSED = 20
 
 _DPI = 150
+#: Up to this many classes, the confusion matrix shows the counts in its cells.
+_ANNOTATE_MAX = 30
 
 
 def _check_inputs(y_true: Any, top_idx: Any, labels: Sequence[str]) -> tuple[np.ndarray, ...]:
@@ -212,6 +214,11 @@ def _confusion_png(report: dict[str, Any]) -> bytes:
     ax.set_ylabel("true class")
     ax.set_title(f"Confusion (fraction of each true class), n = {report['n']}")
     ax.tick_params(length=2, pad=1)
+    if c <= _ANNOTATE_MAX:  # few classes: the counts themselves in the cells
+        for i, j in zip(*np.nonzero(counts)):
+            light = rows[i, j] < 0.3
+            ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=font + 1,
+                    color="white" if light else "black")  # fmt: skip
     fig.colorbar(image, ax=ax, shrink=0.5, label="fraction of the true class")
     return _png(fig)
 

@@ -100,6 +100,7 @@ def quantize_model(
     batch_size: int = 16,
     per_channel: bool = True,
     method: str = "percentile",
+    nodes_to_exclude: Sequence[str] = (),
 ) -> Path:
     """Write a static int8 QDQ version of ``model_path`` to ``out_path``.
 
@@ -137,6 +138,7 @@ def quantize_model(
             weight_type=quantization.QuantType.QInt8,
             per_channel=per_channel,
             calibrate_method=getattr(quantization.CalibrationMethod, _METHODS[method]),
+            nodes_to_exclude=list(nodes_to_exclude),
         )
         _tag(staged, len(paths))
         os.replace(staged, out)

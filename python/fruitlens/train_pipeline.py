@@ -167,6 +167,7 @@ def _train_in(state: _Train, t0: float) -> dict[str, Any]:
     extra: dict[str, Any] = {"provenance": provenance}
     if state.config.int8:
         extra["int8"] = _timed(state, "int8_evaluate", lambda: _int8_accuracy(state, head, test_df))
+    shutil.rmtree(state.staging / "_features", ignore_errors=True)  # the staged run outputs
     state.timings["total"] = round(time.perf_counter() - t0, 3)
     extra.update(timings_s=state.timings, counts=state.counts)
     write_report(report, state.staging, extra)
@@ -292,9 +293,6 @@ def _export(state: _Train, head: Head, provenance: dict[str, Any], train_df: Any
     # The exported file must load as a classifier with the head's labels.
     if Classifier(out / CLASSIFIER_FILE, threads=1).labels != head.labels:
         raise CLIError("internal error: the exported classifier's labels differ from the head's")
-    features = out / "_features"
-    if features.exists():
-        shutil.rmtree(features)
 
 
 def _int8_accuracy(state: _Train, head: Head, test_df: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Callable
 
 from .._common import PathLike
@@ -272,6 +272,23 @@ async def _http_error(request: Any, exc: Any) -> Any:
     return response
 
 
+def _middleware(state: ServeState, cors_origins: Sequence[str]) -> list[Any]:
+    from starlette.middleware import Middleware
+    from starlette.middleware.cors import CORSMiddleware
+
+    middleware = [Middleware(MetricsMiddleware, metrics=state.metrics)]
+    if cors_origins:  # a web app on another origin may call the API
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["Content-Type"],
+            )
+        )
+    return middleware
+
+
 def _routes() -> list[Any]:
     from starlette.routing import Route
 
@@ -301,6 +318,7 @@ def create_app(
     max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
     max_queue: int = DEFAULT_MAX_QUEUE,
     threads: int | None = None,
+    cors_origins: Sequence[str] = (),
     loader: Callable[[], Any] | None = None,
 ) -> Any:
     """The Starlette app serving the classifier of ``model_dir`` (a MODEL_DIR, a classifier
@@ -311,12 +329,12 @@ def create_app(
     label → fields, joined into each prediction's ``info``. Limits: ``max_body`` bytes per
     request (413), ``max_pixels`` per image (413). Concurrent requests are run together,
     up to ``max_batch`` images, waiting at most ``max_wait_ms`` for more; beyond
-    ``max_queue`` images waiting, requests get 503 (``overloaded``). ``loader`` (a
-    callable returning a classifier) replaces the loading of ``model_dir``.
+    ``max_queue`` images waiting, requests get 503 (``overloaded``). ``cors_origins``: web
+    origins allowed to call the API from a browser (the page at ``/`` needs none).
+    ``loader`` (a callable returning a classifier) replaces the loading of ``model_dir``.
     """
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
-    from starlette.middleware import Middleware
 
     if max_body < 1:
         raise ValueError(f"max_body must be at least 1, got {max_body}")
@@ -340,7 +358,7 @@ def create_app(
 
     app = Starlette(
         routes=_routes(),
-        middleware=[Middleware(MetricsMiddleware, metrics=state.metrics)],
+        middleware=_middleware(state, cors_origins),
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )

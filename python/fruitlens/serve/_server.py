@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import logging
 import socket
 import sys
@@ -34,7 +34,12 @@ _EXTRA = ("starlette", "uvicorn", "python_multipart", "prometheus_client")
 def require_serve_extra() -> None:
     """Raise :class:`CLIError` naming the missing packages unless the ``serve`` extra is
     installed."""
-    missing = [name for name in _EXTRA if importlib.util.find_spec(name) is None]
+    missing = []
+    for name in _EXTRA:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
     if missing:
         raise CLIError(
             f"fruitlens serve needs {', '.join(missing)}: pip install 'fruitlens[serve]'"
@@ -155,7 +160,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         "model_dir", metavar="MODEL_DIR", help="a MODEL_DIR from `fruitlens train` or a .onnx"
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    parser.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
     parser.add_argument(
         "--info",
         metavar="FILE",
@@ -164,24 +169,28 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     )
     parser.add_argument(
         "--max-body",
+        metavar="BYTES",
         type=positive_int,
         default=DEFAULT_MAX_BODY,
         help=f"largest request body in bytes (413 above; default {DEFAULT_MAX_BODY})",
     )
     parser.add_argument(
         "--max-pixels",
+        metavar="N",
         type=positive_int,
         default=DEFAULT_MAX_PIXELS,
         help=f"largest image in pixels (413 above; default {DEFAULT_MAX_PIXELS})",
     )
     parser.add_argument(
         "--max-batch",
+        metavar="N",
         type=positive_int,
         default=DEFAULT_MAX_BATCH,
         help=f"most images per inference call (default {DEFAULT_MAX_BATCH})",
     )
     parser.add_argument(
         "--max-wait-ms",
+        metavar="MS",
         type=float,
         default=DEFAULT_MAX_WAIT_MS,
         help="longest wait for concurrent requests to batch together "
@@ -189,11 +198,21 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     )
     parser.add_argument(
         "--max-queue",
+        metavar="N",
         type=positive_int,
         default=DEFAULT_MAX_QUEUE,
         help=f"most images waiting for inference (503 above; default {DEFAULT_MAX_QUEUE})",
     )
-    parser.add_argument("--threads", type=threads_arg, help="inference threads (default: CPUs)")
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow browser calls from this origin (e.g. https://app.example.com; repeatable)",
+    )
+    parser.add_argument(
+        "--threads", type=threads_arg, metavar="N", help="inference threads (default: CPUs)"
+    )
     parser.add_argument(
         "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
     )
@@ -224,4 +243,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue,
         threads=args.threads,
+        cors_origins=args.cors_origin,
     )
