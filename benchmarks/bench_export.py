@@ -3,7 +3,8 @@ with the pipeline, int8 accuracy delta.
 
     python benchmarks/bench_export.py [--images ../shared/data/fruits360-sample]
                                       [--model PATH] [--train-per-class 0] [--runs 100]
-                                      [--test-per-class 0] [--calibration 128] [--out DIR]
+                                      [--test-per-class 0] [--calibration 64] [--int8-plain]
+                                      [--out DIR]
 
 Split: ``--images``' ``Train``/``Test`` folders (fruits360-sample), or for a folder of
 class folders (fruits360-mini) per class the sorted files at even positions train and odd
@@ -11,8 +12,10 @@ ones test. A head is trained as in the tests (scikit-learn LogisticRegression on
 PCA(0.95) of ``fruitlens.Embedder`` features of the train split; ``--train-per-class N``
 keeps N evenly spread images a class, 0 = all), then exported as ``classifier.onnx``
 (float32 input), ``classifier_uint8.onnx`` (uint8 RGB input) and ``classifier_int8.onnx``
-(int8 QDQ backbone calibrated on ``--calibration`` evenly spread train images, float32
-head). On every test image:
+(``fruitlens._export.quantize_classifier``: int8 QDQ backbone calibrated on
+``--calibration`` evenly spread train images, stem conv kept float32, bias correction,
+float32 head; calibration memory grows with the image count: ~4.5 GB at 64). On every
+test image:
 
 * **pipeline**: ``Embedder`` features → ``Head.probabilities`` (what ``fruitlens train``
   evaluates);
@@ -160,7 +163,12 @@ def latency_ms(path: Path, image: np.ndarray, runs: int) -> dict[str, float]:
 
 
 def export_all(
-    base: Path, head: Any, out: Path, calibration: list[Path], provenance: dict
+    base: Path,
+    head: Any,
+    out: Path,
+    calibration: list[Path],
+    provenance: dict,
+    int8_plain: bool = False,
 ) -> dict[str, Path]:
     from fruitlens._export import export_classifier, quantize_classifier
     from fruitlens.classify import CLASSIFIER_FILE, CLASSIFIER_INT8_FILE, CLASSIFIER_UINT8_FILE
@@ -170,7 +178,8 @@ def export_all(
         base, head, out / CLASSIFIER_UINT8_FILE, uint8_input=True, provenance=provenance
     )
     t0 = time.perf_counter()
-    int8 = quantize_classifier(fp32, out / CLASSIFIER_INT8_FILE, calibration)
+    plain = {"nodes_to_exclude": (), "bias_correction": False} if int8_plain else {}
+    int8 = quantize_classifier(fp32, out / CLASSIFIER_INT8_FILE, calibration, **plain)
     print(f"# int8 quantization: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return {"mobilenet_v2 (features)": base, "fp32": fp32, "uint8": uint8, "int8": int8}
 
@@ -183,7 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-per-class", type=int, default=0, help="0 = every test image")
     ap.add_argument("--threads", type=int, default=2, help="for the accuracy passes")
     ap.add_argument("--runs", type=int, default=100, help="timed single-image runs per file")
-    ap.add_argument("--calibration", type=int, default=128, help="int8 calibration images")
+    ap.add_argument("--calibration", type=int, default=64, help="int8 calibration images")
+    ap.add_argument(
+        "--int8-plain",
+        action="store_true",
+        help="int8 without the stem kept float32 and without bias correction (to compare)",
+    )
     ap.add_argument("--out", type=Path, default=None, help="keep the exported files here")
     args = ap.parse_args(argv)
 
@@ -204,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
         calibration = spread(train, args.calibration)
-        models = export_all(base, head, out, calibration, provenance)
+        models = export_all(base, head, out, calibration, provenance, args.int8_plain)
         rows = [measure(name, path, pixels, pipeline, y, args) for name, path in models.items()]
     fp32_acc = next(r["top1"] for r in rows if r["model"] == "fp32")
     rows.append(

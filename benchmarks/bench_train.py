@@ -22,8 +22,9 @@ inputs (the features, or their projection by the same fitted PCA), standardised,
 the same L2 penalty: Spark minimises mean log-loss + regParam/2·‖w‖² on standardised
 inputs, i.e. ``C = 1 / (regParam · n_train)``.
 
-``--e2e`` also times ``fruitlens train sample/Train MODEL_DIR --test sample/Test`` end to
-end (features, fit, evaluation, export) in the same session.
+``--e2e`` also times ``fruitlens train sample/Train MODEL_DIR --test sample/Test --on X``
+(X: the first ``--on``) end to end (features, fit, evaluation, export, report) in the
+same session.
 
 Prints JSON lines and a table. Figures, not assertions.
 """
@@ -229,7 +230,7 @@ def _e2e(spark: Any, model: str, args: argparse.Namespace) -> list[dict]:
     from fruitlens.train_pipeline import TrainConfig, train
 
     rows = []
-    for on in args.on:
+    for on in args.on[:1]:
         with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
             config = TrainConfig(
                 input=str(args.sample / "Train"),

@@ -38,7 +38,7 @@ CHUNK = 32
 #: this many points below float32, and top-1 agreement with float32 at least AGREE_INT8.
 MAX_INT8_DROP = 0.02
 MIN_INT8_AGREEMENT = 0.97
-CALIBRATION_IMAGES = 64
+CALIBRATION_IMAGES = 32
 
 
 # --- the check path: Pillow + numpy + onnxruntime only ---------------------------------
@@ -235,6 +235,12 @@ def test_int8_variant_accuracy_within_the_stated_bound(
     assert json.loads(meta[META_LABELS]) == ["apple", "lemon", "mango", "raspberry"]
     assert meta[META_KIND] == "classifier" and "int8" in meta["fruitlens.quantization"]
     assert meta["fruitlens.calibration_images"] == str(CALIBRATION_IMAGES)
+    assert json.loads(meta["fruitlens.quantization_float_nodes"]) == ["Conv1"]
+    assert meta["fruitlens.int8_bias_correction"].endswith(
+        f"{CALIBRATION_IMAGES} calibration images"
+    )
+    with pytest.raises(ModelError, match="not already quantized"):
+        quantize_classifier(out, tmp_path / "twice.onnx", [])
     int8 = run_chunked(sess, sample_pixels, True)
     y, fp32 = sample_test[1], onnx_probs["fp32"]
     acc32, acc8 = (fp32.argmax(1) == y).mean(), (int8.argmax(1) == y).mean()
@@ -243,3 +249,6 @@ def test_int8_variant_accuracy_within_the_stated_bound(
     assert acc8 >= acc32 - MAX_INT8_DROP
     assert agreement >= MIN_INT8_AGREEMENT
     np.testing.assert_allclose(int8.sum(1), 1.0, atol=1e-5)  # the softmax stayed float32
+    some = sample_test[0][::60]  # and fruitlens.Classifier runs it like the float32 file
+    predicted = fruitlens.Classifier(out, threads=2).predict(some).column("label").to_pylist()
+    assert predicted == [sample_test[2][i] for i in int8[::60].argmax(1)]

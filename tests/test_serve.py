@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import shlex
+import shutil
 import signal
 import struct
 import subprocess
@@ -489,6 +491,19 @@ def test_load_failure(classifier_dir: Path, tmp_path: Path) -> None:
 _CLI = [sys.executable, "-m", "fruitlens.cli", "serve"]
 
 
+def _wait_ready(proc: subprocess.Popen, url: str) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, proc.communicate()[0].decode()
+        try:
+            if httpx.get(url + "/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{url} not ready"
+        time.sleep(0.1)
+
+
 def _free_port() -> int:
     import socket
 
@@ -507,22 +522,70 @@ def test_cmd_serve_subprocess(classifier_dir: Path, info_file: Path, test_images
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.communicate()[0].decode()
-            try:
-                if httpx.get(url + "/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        _wait_ready(proc, url)
         body = httpx.post(url + "/v1/predict", content=test_images["raspberry"][0]).json()
         assert body["label"] == "raspberry" and body["info"]["display_name"] == "Raspberry"
     finally:
         proc.send_signal(signal.SIGTERM)
         out = proc.communicate(timeout=30)[0].decode()
     # uvicorn shuts down gracefully, then re-raises the signal it caught
+    assert proc.returncode in (0, -signal.SIGTERM), out
+
+
+def _readme_serve_block() -> tuple[list[str], list[str]]:
+    """The README's ``fruitlens serve`` block: (the serve command, the curl lines)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_readme import _code_blocks
+
+    blocks = [
+        code
+        for code, _line in _code_blocks("From features to a fruit recognizer", ("bash",))
+        if "fruitlens serve" in code
+    ]
+    assert len(blocks) == 1, blocks
+    lines = [line.split("  #")[0].strip() for line in blocks[0].splitlines() if line.strip()]
+    return shlex.split(lines[0]), [line for line in lines[1:] if line.startswith("curl ")]
+
+
+def _curl(args: list[str], cwd: Path) -> dict:
+    """Run a README curl line (with curl, or its equivalent with httpx without curl)."""
+    if shutil.which("curl"):
+        out = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+    url = args[-1]
+    if args[1] == "--data-binary":
+        return httpx.post(url, content=(cwd / args[2][1:]).read_bytes()).json()
+    assert args[1] == "-F", args
+    field, path = args[2].split("=@")
+    return httpx.post(url, files={field: (path, (cwd / path).read_bytes())}).json()
+
+
+def test_readme_serve_block(classifier_dir: Path, tmp_path: Path, test_images) -> None:
+    """The README's serving commands, as written, against a real server."""
+    repo = Path(__file__).resolve().parents[1]
+    serve_cmd, curls = _readme_serve_block()
+    assert serve_cmd[1:3] == ["serve", "models/fruits"] and len(curls) == 2, (serve_cmd, curls)
+    port = str(_free_port())
+    exe = (
+        [serve_cmd[0]]
+        if (repo / serve_cmd[0]).exists()
+        else [sys.executable, "-m", "fruitlens.cli"]
+    )
+    cmd = [*exe, *(str(classifier_dir) if a == "models/fruits" else a for a in serve_cmd[1:])]
+    cmd = [port if a == "8080" else a for a in cmd]
+    (tmp_path / "apple.jpg").write_bytes(test_images["apple"][0])
+    proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        _wait_ready(proc, f"http://127.0.0.1:{port}")
+        for line, top in zip(curls, (5, 3)):
+            body = _curl(shlex.split(line.replace(":8080/", f":{port}/")), tmp_path)
+            assert set(body) == {"label", "score", "top", "info", "timings_ms"}, body
+            assert body["label"] == "apple" and isinstance(body["info"], dict)
+            assert len(body["top"]) == min(top, len(CLASSES))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=30)[0].decode()
     assert proc.returncode in (0, -signal.SIGTERM), out
 
 

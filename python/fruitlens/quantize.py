@@ -110,7 +110,8 @@ def quantize_model(
     closest to fp32, mean cosine 0.929 vs 0.914 for min-max), ``"minmax"`` or
     ``"entropy"``. Weights are quantized
     per channel (signed int8), activations as unsigned int8 — the combination ONNX
-    Runtime's VNNI kernels run fastest.
+    Runtime's VNNI kernels run fastest. ``nodes_to_exclude``: names of nodes kept in
+    float32 (e.g. ``"Conv1"``, the stem convolution, the most sensitive layer).
     """
     quantization = _quantization_tools()
     if method not in _METHODS:

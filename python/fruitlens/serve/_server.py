@@ -167,6 +167,25 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         help="CSV/JSON of facts per label (display_name, description, ...) joined into "
         "each prediction's `info`",
     )
+    _add_limit_arguments(parser)
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow browser calls from this origin (e.g. https://app.example.com; repeatable)",
+    )
+    parser.add_argument(
+        "--threads", type=threads_arg, metavar="N", help="inference threads (default: CPUs)"
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
+    )
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+    return parser
+
+
+def _add_limit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-body",
         metavar="BYTES",
@@ -203,21 +222,6 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         default=DEFAULT_MAX_QUEUE,
         help=f"most images waiting for inference (503 above; default {DEFAULT_MAX_QUEUE})",
     )
-    parser.add_argument(
-        "--cors-origin",
-        action="append",
-        default=[],
-        metavar="ORIGIN",
-        help="allow browser calls from this origin (e.g. https://app.example.com; repeatable)",
-    )
-    parser.add_argument(
-        "--threads", type=threads_arg, metavar="N", help="inference threads (default: CPUs)"
-    )
-    parser.add_argument(
-        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
-    )
-    parser.add_argument("--access-log", action="store_true", help="log every request")
-    return parser
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
