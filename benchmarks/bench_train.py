@@ -50,7 +50,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--model", default=None, help="base ONNX model (default: the cached one)")
     ap.add_argument("--mini", type=Path, default=SHARED / "fruits360-mini")
     ap.add_argument("--sample", type=Path, default=SHARED / "fruits360-sample")
-    ap.add_argument("--datasets", nargs="+", choices=("mini", "sample"), default=["mini", "sample"])
+    ap.add_argument("--datasets", nargs="*", choices=("mini", "sample"), default=["mini", "sample"])
     ap.add_argument("--on", nargs="+", choices=("pca", "features"), default=["pca", "features"])
     ap.add_argument("--k", type=float, default=0.95, help="PCA: variance to keep (<1) or count")
     ap.add_argument("--reg-param", type=float, default=None, help="default: train's default")
@@ -291,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if created:
             _session.stop_session(spark)
-    _table(rows)
+    if rows:
+        _table(rows)
     for r in e2e:
         print(f"\n`{r['command']}`: {r['seconds']:.1f} s, top-1 {r['top1']:.2%}, "
               f"top-5 {r['top5']:.2%}, stages {r['timings_s']}")  # fmt: skip

@@ -21,9 +21,7 @@ from pyspark.ml.param.shared import (
 )
 from pyspark.ml.util import (
     DefaultParamsReadable,
-    DefaultParamsReader,
     DefaultParamsWritable,
-    DefaultParamsWriter,
     MLReadable,
     MLReader,
     MLWritable,
@@ -33,6 +31,7 @@ from pyspark.ml.util import (
 from .._errors import ModelError
 from .._k import check_k
 from ..classify import Head
+from ._ml_io import JsonStateReader, JsonStateWriter
 from ._train import (
     DEFAULT_MAX_ITER,
     DEFAULT_REG_PARAM,
@@ -131,29 +130,8 @@ class FruitClassifier(
         return model
 
 
-class _ModelWriter(MLWriter):
-    def __init__(self, instance: FruitClassifierModel) -> None:
-        super().__init__()
-        self.instance = instance
-
-    def saveImpl(self, path: str) -> None:
-        DefaultParamsWriter.saveMetadata(
-            self.instance, path, self.sc, extraMetadata={"head": self.instance.headJson}
-        )
-
-
-class _ModelReader(MLReader):
-    def __init__(self, cls: type) -> None:
-        super().__init__()
-        self.cls = cls
-
-    def load(self, path: str) -> FruitClassifierModel:
-        metadata = DefaultParamsReader.loadMetadata(path, self.sc)
-        if "head" not in metadata:
-            raise ModelError(f"{path}: no fitted classifier head in the saved metadata")
-        model = self.cls(metadata["head"])
-        DefaultParamsReader.getAndSetParams(model, metadata)
-        return model
+def _no_head(path: str) -> ModelError:
+    return ModelError(f"{path}: no fitted classifier head in the saved metadata")
 
 
 class FruitClassifierModel(Model, _ClassifierParams, MLReadable, MLWritable):
@@ -196,11 +174,11 @@ class FruitClassifierModel(Model, _ClassifierParams, MLReadable, MLWritable):
         )
 
     def write(self) -> MLWriter:
-        return _ModelWriter(self)
+        return JsonStateWriter(self, "head", "headJson")
 
     @classmethod
     def read(cls) -> MLReader:
-        return _ModelReader(cls)
+        return JsonStateReader(cls, "head", _no_head)
 
     def __repr__(self) -> str:
         n = len(self.head.labels) if self.headJson else "?"

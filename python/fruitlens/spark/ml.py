@@ -23,9 +23,7 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.ml.util import (
     DefaultParamsReadable,
-    DefaultParamsReader,
     DefaultParamsWritable,
-    DefaultParamsWriter,
     MLReadable,
     MLReader,
     MLWritable,
@@ -39,6 +37,7 @@ from .._k import check_k
 from .._pca import PCA as LocalPCA  # fruitlens.PCA (not the deprecated stage name)
 from ._featurize import featurize
 from ._ml_classifier import FruitClassifier, FruitClassifierModel
+from ._ml_io import JsonStateReader, JsonStateWriter
 from ._pca import fit_pca, transform_pca
 
 if TYPE_CHECKING:
@@ -238,31 +237,6 @@ class FeaturePCA(Estimator, _PCAParams, DefaultParamsReadable, DefaultParamsWrit
         return model
 
 
-class _PCAModelWriter(MLWriter):
-    def __init__(self, instance: FeaturePCAModel) -> None:
-        super().__init__()
-        self.instance = instance
-
-    def saveImpl(self, path: str) -> None:
-        DefaultParamsWriter.saveMetadata(
-            self.instance, path, self.sc, extraMetadata={"pca": self.instance.pcaJson}
-        )
-
-
-class _PCAModelReader(MLReader):
-    def __init__(self, cls: type) -> None:
-        super().__init__()
-        self.cls = cls
-
-    def load(self, path: str) -> FeaturePCAModel:
-        metadata = DefaultParamsReader.loadMetadata(path, self.sc)
-        if "pca" not in metadata:
-            raise PCAError(f"{path}: no fitted PCA in the saved metadata")
-        model = self.cls(metadata["pca"])
-        DefaultParamsReader.getAndSetParams(model, metadata)
-        return model
-
-
 class FeaturePCAModel(Model, _PCAParams, MLReadable, MLWritable):
     """A fitted :class:`FeaturePCA`: adds ``outputCol`` (``array<float>``, k).
 
@@ -308,15 +282,19 @@ class FeaturePCAModel(Model, _PCAParams, MLReadable, MLWritable):
         )
 
     def write(self) -> MLWriter:
-        return _PCAModelWriter(self)
+        return JsonStateWriter(self, "pca", "pcaJson")
 
     @classmethod
     def read(cls) -> MLReader:
-        return _PCAModelReader(cls)
+        return JsonStateReader(cls, "pca", _no_pca)
 
     def __repr__(self) -> str:
         k = self.pca.k if self.pcaJson else "?"
         return f"FeaturePCAModel(k={k}, inputCol={self.getInputCol()!r})"
+
+
+def _no_pca(path: str) -> PCAError:
+    return PCAError(f"{path}: no fitted PCA in the saved metadata")
 
 
 def deprecated_stage(module: str, name: str) -> type:
