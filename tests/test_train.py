@@ -227,3 +227,28 @@ def test_readme_recognizer_spark_block_runs(
     assert len(rows) == TEST_PER_CLASS * len(CLASSES)
     assert np.mean([r.label == r.prediction for r in rows]) >= 0.9
     assert namespace["head"].labels == list(CLASSES)
+
+
+def test_train_from_a_bucket(
+    spark_s3, s3_bucket: str, onnx_224: Path, dataset: Path, tmp_path: Path
+) -> None:
+    """Training images in S3 (moto): listed and read through fruitlens.io, calibration
+    images for --int8 copied locally; MODEL_DIR stays local."""
+    from fruitlens import io as fl_io
+
+    for path in sorted((dataset / "Train").rglob("*.jpg")):
+        key = f"train/{path.parent.name}/{path.name}"
+        fl_io.write_bytes(f"s3://{s3_bucket}/{key}", path.read_bytes())
+    config = TrainConfig(
+        input=f"s3://{s3_bucket}/train",
+        model_dir=str(tmp_path / "m"),
+        test_fraction=0.25,
+        k=6,
+        int8=True,
+        model=str(onnx_224),
+        progress=False,
+    )
+    report = train(config, spark_s3)
+    assert report["counts"]["train_errors"] == 1
+    assert report["int8"]["n"] == report["n"] > 0
+    assert Classifier(tmp_path / "m" / "classifier_int8.onnx").labels == list(CLASSES)

@@ -27,6 +27,7 @@ import numpy as np
 
 from . import _session, _uri
 from . import spark as fl_spark
+from ._common import write_atomic
 from ._core import DEFAULT_BATCH_SIZE
 from ._errors import CLIError
 from ._evaluate import evaluate, summary_lines, write_report
@@ -35,6 +36,7 @@ from ._logs import open_run_log
 from ._model_dir import ModelDir
 from ._native import __version__
 from ._preflight import check_model
+from ._reading import read_many
 from .classify import (
     CLASSIFIER_FILE,
     CLASSIFIER_INT8_FILE,
@@ -268,16 +270,22 @@ def _provenance(state: _Train, head: Head, report: dict[str, Any]) -> dict[str, 
     }
 
 
-def _calibration(train_df: Any) -> list[str]:
+def _calibration(train_df: Any, staging: Path) -> list[str]:
     """Up to 64 training images (ONNX Runtime's calibrator keeps every activation of every
-    image: ~4.5 GB at 64), spread over the classes (ordered by a hash of the path)."""
+    image: ~4.5 GB at 64), spread over the classes (ordered by a hash of the path);
+    objects in a bucket are copied into the staging folder first."""
     from pyspark.sql import functions as F  # optional dependency
 
     usable = train_df.where(train_df["error"].isNull()).select("path")
-    rows = usable.orderBy(F.sha2(F.col("path"), 256)).limit(_CALIBRATION_IMAGES)
-    paths = [_uri.local_path(r[0]) for r in rows.collect() if _uri.is_local(r[0])]
+    uris = [r[0] for r in usable.orderBy(F.sha2("path", 256)).limit(_CALIBRATION_IMAGES).collect()]
+    paths = [_uri.local_path(u) for u in uris if _uri.is_local(u)]
+    remote = [u for u in uris if not _uri.is_local(u)]
+    folder = staging / "_features" / "calibration"
+    for i, (data, _) in enumerate(read_many(remote, 16, None)):
+        if data is not None:
+            paths.append(str(write_atomic(folder / f"{i}.img", data)))
     if not paths:
-        raise CLIError("--int8 calibrates on the training images, which must be local files")
+        raise CLIError("--int8: no readable training image to calibrate on")
     return paths
 
 
@@ -289,7 +297,7 @@ def _export(state: _Train, head: Head, provenance: dict[str, Any], train_df: Any
     )
     if state.config.int8:
         quantize_classifier(
-            out / CLASSIFIER_FILE, out / CLASSIFIER_INT8_FILE, _calibration(train_df)
+            out / CLASSIFIER_FILE, out / CLASSIFIER_INT8_FILE, _calibration(train_df, out)
         )
     # The exported file must load as a classifier with the head's labels.
     if Classifier(out / CLASSIFIER_FILE, threads=1).labels != head.labels:
