@@ -183,7 +183,7 @@ def _bench_dataset(spark: Any, name: str, model: str, args: argparse.Namespace) 
     import numpy as np
 
     from fruitlens.spark import train_classifier
-    from fruitlens.spark._train import DEFAULT_REG_PARAM
+    from fruitlens.spark import DEFAULT_REG_PARAM
 
     root = args.mini if name == "mini" else args.sample
     df, feat_s = _featurized(spark, root, model, args.partitions)
