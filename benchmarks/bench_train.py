@@ -182,8 +182,7 @@ def _sklearn_fit(
 def _bench_dataset(spark: Any, name: str, model: str, args: argparse.Namespace) -> list[dict]:
     import numpy as np
 
-    from fruitlens.spark import train_classifier
-    from fruitlens.spark import DEFAULT_REG_PARAM
+    from fruitlens.spark import DEFAULT_REG_PARAM, train_classifier
 
     root = args.mini if name == "mini" else args.sample
     df, feat_s = _featurized(spark, root, model, args.partitions)

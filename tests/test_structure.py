@@ -207,7 +207,8 @@ LAYERS = {
     "models": "_onnx_graph _keras_weights _convert _model_info _fetch models quantize _export",
     "api": "fruitlens",
     "spark": "spark ml",
-    "app": "pipeline _report _session _preflight _args _logs _progress cli job serve _model_dir train_pipeline predict",
+    "app": "pipeline _report _session _preflight _args _logs _progress cli job serve _model_dir "
+    "train_pipeline predict",
 }
 
 
