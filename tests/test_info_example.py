@@ -1,5 +1,6 @@
 """examples/fruits360_info.{csv,json}: the example ``fruitlens serve --info`` file covers
-every class of Fruits-360 (the 131 folder names of ../shared/data/fruits360-mini) and both
+every class of Fruits-360 (the 131 folder names of ../shared/data/fruits360-mini, and the 4
+of ../shared/data/fruits360-sample) and both
 formats load to the same thing with :func:`fruitlens.serve.load_info`."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import pytest
 from fruitlens.serve import load_info
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+SAMPLE_CLASSES = ("apple", "lemon", "mango", "raspberry")
 FIELDS = {"display_name", "description", "kind", "family", "scientific_name"}
 
 
@@ -23,7 +25,8 @@ def test_covers_every_fruits360_class(info: dict, shared_dir: Path) -> None:
     mini = shared_dir / "data" / "fruits360-mini"
     classes = sorted(d.name for d in mini.iterdir() if d.is_dir())
     assert len(classes) == 131
-    assert sorted(info) == classes
+    # the 131 classes, and the 4 of fruits360-sample (apple, lemon, mango, raspberry)
+    assert sorted(info) == sorted([*classes, *SAMPLE_CLASSES])
 
 
 def test_every_label_has_every_field(info: dict) -> None:

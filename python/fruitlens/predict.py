@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -102,7 +103,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not inputs:
         raise CLIError(f"no images found under {', '.join(args.paths)}")
     classified = 0
-    for row in iter_predictions(clf, inputs, args.top):
-        classified += row["error"] is None
-        print(json.dumps(_json_safe(row)) if args.json else _line(row), flush=True)
+    try:
+        for row in iter_predictions(clf, inputs, args.top):
+            classified += row["error"] is None
+            print(json.dumps(_json_safe(row)) if args.json else _line(row), flush=True)
+    except BrokenPipeError:  # `fruitlens predict ... | head`: the reader has enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0 if classified else 1
