@@ -32,7 +32,7 @@ from ._core import DEFAULT_BATCH_SIZE
 from ._errors import CLIError
 from ._evaluate import evaluate, summary_lines, write_report
 from ._export import export_classifier, quantize_classifier
-from ._logs import open_run_log
+from ._logs import PROG, open_run_log
 from ._model_dir import ModelDir
 from ._native import __version__
 from ._preflight import check_model
@@ -144,7 +144,18 @@ def _check(config: TrainConfig) -> None:
             raise CLIError(f"input path does not exist: {path}")
 
 
+#: What each step of :func:`_train_in` says when it starts (with progress on).
+_STEP_NOTES = {
+    "fit": "fitting the PCA and the logistic-regression head on Spark",
+    "evaluate": "scoring the test images",
+    "export": "exporting classifier.onnx",
+    "int8_evaluate": "measuring the int8 model on the test images",
+}
+
+
 def _timed(state: _Train, name: str, fn: Callable[[], Any]) -> Any:
+    if state.config.progress and name in _STEP_NOTES:
+        state.say(f"{PROG}: {_STEP_NOTES[name]}")
     t = time.perf_counter()
     value = fn()
     state.timings[name] = round(time.perf_counter() - t, 3)
