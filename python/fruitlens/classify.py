@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ._common import PathLike, write_atomic
 from ._core import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Embedder, ImagesLike
@@ -230,11 +229,9 @@ def prediction_batch(
     counts = np.where(ok, k, 0)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     offsets_arr = pa.array(offsets, pa.int32(), mask=np.concatenate([~ok, [False]]))
-    mask = pa.array(~ok)
-    label = pa.array(names.take(pa.array(idx[:, 0])).to_pylist() if n else [], pa.string())
     return pa.RecordBatch.from_arrays(
         [
-            pc.if_else(mask, pa.nulls(n, pa.string()), label),
+            names.take(pa.array(idx[:, 0], pa.int64(), mask=~ok)),  # null where failed
             pa.array(scores[:, 0], pa.float32(), mask=~ok),
             pa.ListArray.from_arrays(offsets_arr, values).cast(_TOP_TYPE),
             pa.array(list(errors), pa.string()),
