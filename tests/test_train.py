@@ -149,6 +149,10 @@ def test_model_dir_is_never_clobbered(
     with pytest.raises(CLIError, match="did not write"):
         train(TrainConfig(model_dir=str(foreign), overwrite=True, **base), spark)
     assert (foreign / "notes.txt").read_text() == "mine"
+    for inside in (dataset / "Train" / "model", dataset / "Train", dataset):
+        with pytest.raises(CLIError, match="is inside or contains the input"):
+            train(TrainConfig(model_dir=str(inside), **base), spark)
+    assert not (dataset / "Train" / "model").exists()
 
     previous = tmp_path / "previous"
     shutil.copytree(trained[0], previous)

@@ -140,8 +140,22 @@ def _check(config: TrainConfig) -> None:
     if config.on not in fl_spark.ON_CHOICES:
         raise CLIError(f"--on must be one of {', '.join(fl_spark.ON_CHOICES)}")
     for path in (config.input, config.test):
-        if path is not None and _uri.is_local(path) and not os.path.exists(_uri.local_path(path)):
+        if path is None or not _uri.is_local(path):
+            continue
+        if not os.path.exists(_uri.local_path(path)):
             raise CLIError(f"input path does not exist: {path}")
+        _check_apart(path, config.model_dir)
+
+
+def _check_apart(input_path: str, model_dir: str) -> None:
+    """MODEL_DIR neither in nor around an input: its PNGs would become training images
+    of the next run, and a run output would hold files its owner did not write."""
+    if not _uri.is_local(model_dir):
+        return
+    src = os.path.realpath(_uri.local_path(input_path))
+    dst = os.path.realpath(_uri.local_path(model_dir))
+    if dst == src or dst.startswith(src.rstrip(os.sep) + os.sep) or src.startswith(dst + os.sep):
+        raise CLIError(f"MODEL_DIR {model_dir} is, is inside or contains the input {input_path}")
 
 
 #: What each step of :func:`_train_in` says when it starts (with progress on).
