@@ -14,6 +14,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 command -v cargo >/dev/null || { log "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
 command -v java >/dev/null || log "warning: java not found; Spark needs Java 17 (apt-get install openjdk-17-jre-headless)"
+command -v nasm >/dev/null || log "warning: nasm not found; the wheel is built without libjpeg's SIMD (JPEG decoding much slower; apt-get install nasm)"
 
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv with $($PYTHON --version 2>&1)"

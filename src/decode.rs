@@ -32,12 +32,14 @@
 //!   (`unsupported`).
 
 use std::io::Cursor;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, PoisonError};
 
+use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
 use rayon::prelude::*;
 
 use crate::error::{DecodeErrorKind as Kind, DecodeFailure};
+use crate::jpeg::Decoded;
 use crate::resize;
 
 /// Default pixel budget: images whose header declares more pixels are refused.
@@ -51,19 +53,51 @@ pub const LARGE_IMAGE_PIXELS: u64 = 4_000_000;
 /// An empty IEND chunk (length, type, CRC).
 const PNG_IEND: [u8; 12] = [0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82];
 
-/// Held while a large image is decoded and resized.
-static LARGE_IMAGE_GATE: Mutex<()> = Mutex::new(());
+/// Pixels of large images that may be decoded at the same time in a process (about
+/// 150 MB of RGB): two or three 12-Mpx photos decode in parallel; an image larger than
+/// this still goes through, alone.
+pub const LARGE_IMAGE_BUDGET: u64 = 48_000_000;
 
-/// The guard that serialises large images (`None` for small ones).
-type Admission = Option<MutexGuard<'static, ()>>;
+/// Pixels of the large images being decoded and resized right now.
+static LARGE_IN_FLIGHT: Mutex<u64> = Mutex::new(0);
+static LARGE_RELEASED: Condvar = Condvar::new();
 
-/// Wait for the right to decode an image of `pixels` pixels.
-fn admit(pixels: u64) -> Admission {
-    (pixels > LARGE_IMAGE_PIXELS).then(|| {
-        LARGE_IMAGE_GATE
+/// The right to decode one large image of `pixels` pixels (released on drop).
+#[derive(Debug)]
+pub(crate) struct LargeImage {
+    pixels: u64,
+}
+
+impl Drop for LargeImage {
+    fn drop(&mut self) {
+        let mut in_flight = LARGE_IN_FLIGHT
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    })
+            .unwrap_or_else(PoisonError::into_inner);
+        *in_flight -= self.pixels;
+        LARGE_RELEASED.notify_all();
+    }
+}
+
+/// The guard that bounds the large images in flight (`None` for small ones).
+type Admission = Option<LargeImage>;
+
+/// Wait for the right to decode an image of `pixels` pixels: at once for a small one;
+/// for a large one, until the large images in flight leave room for it within
+/// [`LARGE_IMAGE_BUDGET`] (or there are none).
+fn admit(pixels: u64) -> Admission {
+    if pixels <= LARGE_IMAGE_PIXELS {
+        return None;
+    }
+    let mut in_flight = LARGE_IN_FLIGHT
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    while *in_flight > 0 && *in_flight + pixels > LARGE_IMAGE_BUDGET {
+        in_flight = LARGE_RELEASED
+            .wait(in_flight)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+    *in_flight += pixels;
+    Some(LargeImage { pixels })
 }
 
 /// The allocation cap the `image` crate decoders run under for a pixel budget of
@@ -76,6 +110,43 @@ pub fn alloc_limit(max_pixels: u64) -> u64 {
         .saturating_add(64 << 20)
 }
 
+/// How an image is brought down to the model input size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResizeMode {
+    /// Decode every pixel, then Pillow's bicubic resize: bit-identical to
+    /// `Image.open(b).convert("RGB").resize((S, S))`.
+    #[default]
+    Exact,
+    /// Large images are first reduced cheaply (JPEG: libjpeg DCT scaling by 1/2, 1/4 or
+    /// 1/8; other formats: an integer box reduce), keeping at least twice the output
+    /// size on both axes, then resized with the same bicubic. Images too small for any
+    /// reduction give exactly the `Exact` result.
+    Fast,
+}
+
+impl ResizeMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResizeMode::Exact => "exact",
+            ResizeMode::Fast => "fast",
+        }
+    }
+}
+
+impl std::str::FromStr for ResizeMode {
+    type Err = crate::error::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "exact" => Ok(ResizeMode::Exact),
+            "fast" => Ok(ResizeMode::Fast),
+            other => Err(crate::error::Error::InvalidArgument(format!(
+                "resize must be \"exact\" or \"fast\", got {other:?}"
+            ))),
+        }
+    }
+}
+
 /// Options for turning encoded bytes into a model input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeOptions {
@@ -85,6 +156,8 @@ pub struct DecodeOptions {
     pub max_pixels: u64,
     /// Largest accepted encoded size in bytes.
     pub max_bytes: usize,
+    /// How large images are reduced to `size` (see [`ResizeMode`]).
+    pub resize: ResizeMode,
 }
 
 impl DecodeOptions {
@@ -93,6 +166,7 @@ impl DecodeOptions {
             size,
             max_pixels: DEFAULT_MAX_PIXELS,
             max_bytes: DEFAULT_MAX_BYTES,
+            resize: ResizeMode::Exact,
         }
     }
 
@@ -166,11 +240,17 @@ fn classify(format: ImageFormat, err: image::ImageError) -> DecodeFailure {
     }
 }
 
-/// Decode encoded bytes into an upright RGB8 image, enforcing the limits.
+/// Decode encoded bytes into an upright RGB8 image, enforcing the limits (at full
+/// size: `opts.resize` is not used here).
 pub fn decode_rgb8(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage, DecodeFailure> {
+    let opts = DecodeOptions {
+        resize: ResizeMode::Exact,
+        ..*opts
+    };
     guarded(bytes, || {
         let mut admission = None;
-        decode_rgb8_admitted(bytes, opts, &mut admission)
+        let d = decode_rgb8_admitted(bytes, &opts, &mut admission)?;
+        Ok(resize::orient(d.rgb, d.orientation))
     })
 }
 
@@ -190,13 +270,20 @@ fn guarded<T>(
     })
 }
 
-/// [`decode_rgb8`], leaving in `admission` the large-image guard (if the image needed
-/// one) for the caller to hold while it still uses the full-size pixels.
+/// Decode to RGB8 as stored, with the orientation still to apply, leaving in
+/// `admission` the large-image guard (if the image needed one) for the caller to hold
+/// while it still uses the full-size pixels. With `ResizeMode::Fast`, JPEGs are
+/// decoded with DCT scaling (see [`crate::jpeg::dct_denominator`]).
 fn decode_rgb8_admitted(
     bytes: &[u8],
     opts: &DecodeOptions,
     admission: &mut Admission,
-) -> Result<RgbImage, DecodeFailure> {
+) -> Result<Decoded, DecodeFailure> {
+    let stored = |rgb: RgbImage| Decoded {
+        rgb,
+        orientation: Orientation::NoTransforms,
+        dct_scale: 1,
+    };
     if bytes.is_empty() {
         return Err(fail(Kind::Empty, "the image has 0 bytes"));
     }
@@ -235,7 +322,8 @@ fn decode_rgb8_admitted(
         ));
     }
     if format == ImageFormat::Jpeg {
-        return crate::jpeg::decode_admitted(bytes, opts.max_pixels, &mut |pixels| {
+        let reduce_for = (opts.resize == ResizeMode::Fast).then_some(opts.size);
+        return crate::jpeg::decode_admitted(bytes, opts.max_pixels, reduce_for, &mut |pixels| {
             *admission = admit(pixels);
         });
     }
@@ -265,7 +353,7 @@ fn decode_rgb8_admitted(
         let (w, h) = crate::gif_frame::canvas_size(bytes)?;
         let pixels = check(w, h)?;
         *admission = admit(pixels);
-        return crate::gif_frame::decode_first_frame(bytes, alloc_limit(pixels));
+        return crate::gif_frame::decode_first_frame(bytes, alloc_limit(pixels)).map(stored);
     }
     let one_plane: Vec<u8>;
     let bytes = match format {
@@ -293,7 +381,7 @@ fn decode_rgb8_admitted(
             ));
         }
         *admission = admit(pixels);
-        return crate::bmp::decode_rle(bytes, &header);
+        return crate::bmp::decode_rle(bytes, &header).map(stored);
     }
 
     // Pillow accepts a PNG whose IEND chunk is missing (e.g. cut right after the last
@@ -375,8 +463,11 @@ fn decode_rgb8_admitted(
         if tiff_associated_alpha(bytes) {
             img = unpremultiply_like_pillow(img);
         }
-        img.apply_orientation(crate::orientation::tiff(bytes));
-        return Ok(to_rgb8_on_white(img));
+        return Ok(Decoded {
+            rgb: to_rgb8_on_white(img),
+            orientation: crate::orientation::tiff(bytes),
+            dct_scale: 1,
+        });
     }
     decoder
         .set_limits(limits)
@@ -417,10 +508,13 @@ fn decode_rgb8_admitted(
             crate::bmp::floor_16bit_like_pillow(rgb, is565);
         }
     }
-    if let Some(o) = orientation {
-        img.apply_orientation(o);
-    }
-    Ok(to_rgb8_on_white(img))
+    // Orientation commutes with the per-pixel conversion: applied after it, on RGB8
+    // (see `crate::resize::resize_oriented`).
+    Ok(Decoded {
+        rgb: to_rgb8_on_white(img),
+        orientation: orientation.unwrap_or(Orientation::NoTransforms),
+        dct_scale: 1,
+    })
 }
 
 /// Whether a TIFF's extra sample is associated (premultiplied) alpha (ExtraSamples = 1).
@@ -617,14 +711,35 @@ pub fn preprocess_into(
     );
     guarded(bytes, || {
         let mut admission = None;
-        let rgb = decode_rgb8_admitted(bytes, opts, &mut admission)?;
-        let resized = resize::resize_rgb8(&rgb, opts.size, opts.size);
-        // The full-size pixels go before the large-image gate opens for the next one.
-        drop(rgb);
+        let Decoded {
+            mut rgb,
+            orientation,
+            dct_scale,
+        } = decode_rgb8_admitted(bytes, opts, &mut admission)?;
+        // A JPEG its decoder scaled by 1/2 or 1/4 goes straight to the bicubic (as
+        // Pillow's `draft` + `resize`); unscaled images and JPEGs still large at 1/8
+        // get the box pre-pass.
+        if opts.resize == ResizeMode::Fast && matches!(dct_scale, 1 | 8) {
+            let (fx, fy) = box_factors(rgb.width(), rgb.height(), opts.size);
+            if fx > 1 || fy > 1 {
+                rgb = resize::box_reduce(&rgb, fx, fy);
+            }
+        }
+        // Consumes the full-size pixels: they are freed before the large-image gate
+        // opens for the next one.
+        let resized = resize::resize_oriented(rgb, orientation, opts.size, opts.size);
         drop(admission);
         normalize_into(resized.as_raw(), out);
         Ok(())
     })
+}
+
+/// The integer box-reduce factors of the `fast` resize for a `w × h` image going to
+/// `size × size`: per axis, the largest keeping at least `2·size` pixels (as Pillow's
+/// `reducing_gap = 2`); 1 when the axis is smaller than `4·size`.
+pub fn box_factors(w: u32, h: u32, size: u32) -> (u32, u32) {
+    let need = 2 * size.max(1);
+    ((w / need).max(1), (h / need).max(1))
 }
 
 /// Decode a batch in parallel (on the current rayon pool) into `out`, which holds
@@ -878,14 +993,15 @@ mod tests {
     }
 
     #[test]
-    fn large_images_are_admitted_one_at_a_time() {
+    fn large_images_are_admitted_within_the_budget() {
         assert!(
             admit(LARGE_IMAGE_PIXELS).is_none(),
             "small images never wait"
         );
-        let held = admit(LARGE_IMAGE_PIXELS + 1);
+        // An image above the whole budget goes through alone …
+        let held = admit(LARGE_IMAGE_BUDGET + 1);
         assert!(held.is_some());
-        // While one large image is held, a second one has to wait …
+        // … and while it is held, another large one has to wait …
         let (tx, rx) = std::sync::mpsc::channel();
         let waiter = std::thread::spawn(move || {
             let guard = admit(LARGE_IMAGE_PIXELS + 1);
@@ -899,6 +1015,40 @@ mod tests {
         drop(held);
         assert!(rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap());
         waiter.join().unwrap();
+        // Several 12-Mpx photos fit in the budget together.
+        let photos: Vec<_> = (0..LARGE_IMAGE_BUDGET / 12_000_000)
+            .map(|_| admit(12_000_000))
+            .collect();
+        assert!(photos.iter().all(Option::is_some));
+        drop(photos);
+        assert_eq!(*LARGE_IN_FLIGHT.lock().unwrap(), 0);
+    }
+
+    #[test]
+    fn fast_resize_reduces_large_images_and_keeps_small_ones_exact() {
+        let big = DynamicImage::ImageRgb8(gradient(2000, 1500));
+        let small = DynamicImage::ImageRgb8(gradient(255, 200));
+        let exact = DecodeOptions::new(64);
+        let fast = DecodeOptions {
+            resize: ResizeMode::Fast,
+            ..exact
+        };
+        assert_eq!(box_factors(2000, 1500, 64), (15, 11));
+        assert_eq!(box_factors(255, 256, 64), (1, 2));
+        let run = |bytes: &[u8], opts: &DecodeOptions| {
+            let mut out = vec![0f32; opts.tensor_len()];
+            preprocess_into(bytes, opts, &mut out).unwrap();
+            out
+        };
+        for format in [ImageFormat::Jpeg, ImageFormat::Png] {
+            let s = encode(&small, format);
+            assert!(run(&s, &exact) == run(&s, &fast), "{format:?}");
+            let b = encode(&big, format);
+            let (e, f) = (run(&b, &exact), run(&b, &fast));
+            assert!(e != f, "{format:?}");
+            let mad = e.iter().zip(&f).map(|(a, b)| (a - b).abs()).sum::<f32>() / e.len() as f32;
+            assert!(mad < 0.02, "{format:?}: mean abs diff {mad}");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
-use crate::decode::{decode_batch, DecodeOptions};
+use crate::decode::{decode_batch, DecodeOptions, ResizeMode};
 use crate::error::{DecodeFailure, Error, Result};
 use crate::process::PerProcess;
 
@@ -366,12 +366,14 @@ impl Embedder {
         inputs: &[Option<&[u8]>],
         max_pixels: u64,
         max_bytes: usize,
+        resize: ResizeMode,
         batch_size: usize,
     ) -> Result<(Vec<f32>, Vec<Option<DecodeFailure>>)> {
         let opts = DecodeOptions {
             size: self.info.input_size,
             max_pixels,
             max_bytes,
+            resize,
         };
         let per = opts.tensor_len();
         let d = self.info.output_dim;

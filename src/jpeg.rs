@@ -181,18 +181,36 @@ fn read_all<R: std::io::BufRead>(
     started.finish().map_err(corrupt)
 }
 
-struct Decoded {
-    rgb: RgbImage,
-    orientation: Orientation,
+/// A decoded image as stored (not yet turned upright) and its EXIF orientation.
+#[derive(Debug)]
+pub(crate) struct Decoded {
+    pub rgb: RgbImage,
+    pub orientation: Orientation,
+    /// The DCT scaling denominator the image was decoded with (1: full size).
+    pub dct_scale: usize,
+}
+
+/// The DCT scaling denominator (1, 2, 4 or 8) for a `w × h` JPEG going to a
+/// `target × target` input: the largest that keeps the decoded image at least twice
+/// the target on both axes (Pillow's `draft` with `reducing_gap = 2`: `w // 2·target`
+/// and `h // 2·target` both at least the denominator). 1 without a target.
+pub fn dct_denominator(w: usize, h: usize, target: Option<u32>) -> usize {
+    let Some(target) = target else { return 1 };
+    let need = 2 * target as usize;
+    [8, 4, 2]
+        .into_iter()
+        .find(|&d| need > 0 && w / need >= d && h / need >= d)
+        .unwrap_or(1)
 }
 
 fn decode_inner(
     bytes: &[u8],
     max_pixels: u64,
+    reduce_for: Option<u32>,
     admit: &mut dyn FnMut(u64),
 ) -> Result<Decoded, DecodeFailure> {
     let markers = [Marker::APP(1)];
-    let dec = Decompress::with_err(error_manager())
+    let mut dec = Decompress::with_err(error_manager())
         .with_markers(&markers)
         .from_mem(bytes)
         .map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG header: {e}")))?;
@@ -212,19 +230,37 @@ fn decode_inner(
             ),
         ));
     }
+    // DCT scaling (the `fast` resize): libjpeg decodes straight to ceil(w / d) ×
+    // ceil(h / d), with its reduced-size inverse DCTs.
+    let d = dct_denominator(w, h, reduce_for);
+    if d > 1 {
+        dec.scale((8 / d) as u8);
+    }
+    let (w, h) = (w.div_ceil(d), h.div_ceil(d));
     // Before libjpeg allocates its buffers (jpeg_start_decompress) and ours.
-    admit(pixels);
+    admit(w as u64 * h as u64);
     let orientation = crate::orientation::jpeg(
         dec.markers()
             .filter(|m| m.marker == Marker::APP(1))
             .map(|m| m.data),
     );
-    let (width, height) = (w as u32, h as u32);
     // One buffer per image: libjpeg writes into it, colour conversion is in place.
-    let rgb = match dec
+    let format = dec
         .image()
-        .map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?
-    {
+        .map_err(|e| DecodeFailure::new(Kind::Corrupt, format!("JPEG: {e}")))?;
+    let (width, height) = match &format {
+        mozjpeg::decompress::Format::RGB(s)
+        | mozjpeg::decompress::Format::Gray(s)
+        | mozjpeg::decompress::Format::CMYK(s) => (s.width(), s.height()),
+    };
+    if (width, height) != (w, h) {
+        return Err(DecodeFailure::new(
+            Kind::Internal,
+            format!("libjpeg decodes {width}×{height}, {w}×{h} expected"),
+        ));
+    }
+    let (width, height) = (w as u32, h as u32);
+    let rgb = match format {
         mozjpeg::decompress::Format::RGB(started) => {
             let mut rgb = vec![0u8; w * h * 3];
             read_all(started, &mut rgb)?;
@@ -244,13 +280,18 @@ fn decode_inner(
         }
     };
     let rgb = RgbImage::from_raw(width, height, rgb).expect("buffer matches dimensions");
-    Ok(Decoded { rgb, orientation })
+    Ok(Decoded {
+        rgb,
+        orientation,
+        dct_scale: d,
+    })
 }
 
 /// Decode a JPEG to upright RGB8, refusing images above `max_pixels` before any
 /// pixel buffer is allocated.
 pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeFailure> {
-    decode_admitted(bytes, max_pixels, &mut |_| {})
+    let d = decode_admitted(bytes, max_pixels, None, &mut |_| {})?;
+    Ok(crate::resize::orient(d.rgb, d.orientation))
 }
 
 fn classify_fatal(code: c_int, msg: &str, ran_out: bool) -> Kind {
@@ -279,17 +320,22 @@ fn classify_fatal(code: c_int, msg: &str, ran_out: bool) -> Kind {
     }
 }
 
-/// [`decode`], calling `admit(width × height)` once the header has passed the pixel
-/// budget and before any pixel buffer is allocated (the caller may block there to
-/// bound memory; see [`crate::decode`]).
+/// [`decode`] without the orientation applied, calling `admit(pixels)` with the size
+/// of the decoded buffer once the header has passed the pixel budget (checked on the
+/// full size) and before any pixel buffer is allocated (the caller may block there to
+/// bound memory; see [`crate::decode`]). With `reduce_for = Some(target)`, the image
+/// is decoded with DCT scaling (see [`dct_denominator`]).
 pub(crate) fn decode_admitted(
     bytes: &[u8],
     max_pixels: u64,
+    reduce_for: Option<u32>,
     admit: &mut dyn FnMut(u64),
-) -> Result<RgbImage, DecodeFailure> {
+) -> Result<Decoded, DecodeFailure> {
     DAMAGE.with(|d| d.set(None));
     SCANS.with(|s| s.set(0));
-    let outcome = catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, max_pixels, admit)));
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        decode_inner(bytes, max_pixels, reduce_for, admit)
+    }));
     let damage = DAMAGE.with(|d| d.take());
     let ran_out = damage == Some(ffi::JWRN_JPEG_EOF as c_int);
     let decoded = match outcome {
@@ -342,9 +388,7 @@ pub(crate) fn decode_admitted(
             )
         });
     }
-    let mut img = image::DynamicImage::ImageRgb8(decoded.rgb);
-    img.apply_orientation(decoded.orientation);
-    Ok(img.into_rgb8())
+    Ok(decoded)
 }
 
 #[cfg(test)]
@@ -468,6 +512,45 @@ mod tests {
             grey,
             [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6, 7, 7, 7]
         );
+    }
+
+    fn photo_jpeg(w: usize, h: usize) -> Vec<u8> {
+        let mut comp = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_RGB);
+        comp.set_size(w, h);
+        let mut started = comp.start_compress(Vec::new()).unwrap();
+        let pixels: Vec<u8> = (0..w * h * 3)
+            .map(|i| ((i / 3) % w * 255 / w) as u8)
+            .collect();
+        started.write_scanlines(&pixels).unwrap();
+        started.finish().unwrap()
+    }
+
+    #[test]
+    fn dct_denominator_keeps_twice_the_target() {
+        assert_eq!(dct_denominator(4032, 3024, None), 1);
+        assert_eq!(dct_denominator(4032, 3024, Some(224)), 4); // 1008×756
+        assert_eq!(dct_denominator(3024, 4032, Some(224)), 4);
+        assert_eq!(dct_denominator(8000, 6000, Some(224)), 8); // 1000×750
+        assert_eq!(dct_denominator(896, 896, Some(224)), 2);
+        assert_eq!(dct_denominator(895, 4000, Some(224)), 1);
+        assert_eq!(dct_denominator(640, 480, Some(224)), 1);
+        assert_eq!(dct_denominator(100_000, 100_000, Some(1)), 8);
+    }
+
+    #[test]
+    fn dct_scaling_decodes_the_reduced_size_and_admits_it() {
+        let jpeg = photo_jpeg(1000, 600);
+        let mut admitted = Vec::new();
+        let d = decode_admitted(&jpeg, 1 << 20, Some(64), &mut |p| admitted.push(p)).unwrap();
+        assert_eq!(d.rgb.dimensions(), (250, 150)); // 1/4: 250 ≥ 128, 150 ≥ 128
+        assert_eq!(admitted, [250 * 150]);
+        // The budget is still checked on the full size.
+        let err = decode_admitted(&jpeg, 599_999, Some(64), &mut |_| {}).unwrap_err();
+        assert_eq!(err.kind, Kind::TooManyPixels);
+        // No reduction possible: the same pixels as without a target.
+        let full = decode_admitted(&jpeg, 1 << 20, None, &mut |_| {}).unwrap();
+        let same = decode_admitted(&jpeg, 1 << 20, Some(400), &mut |_| {}).unwrap();
+        assert_eq!(full.rgb, same.rgb);
     }
 
     #[test]

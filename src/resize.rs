@@ -14,6 +14,7 @@
 //! image), so the compiler vectorises the same integer arithmetic; it is built for
 //! AVX2 too and picked at run time.
 
+use image::metadata::Orientation;
 use image::RgbImage;
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
@@ -216,34 +217,182 @@ pub fn resize_rgb8(img: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
     if (in_w, in_h) == (ow, oh) {
         return img.clone();
     }
+    let data = resize_raw(
+        img.as_raw(),
+        in_w,
+        in_h,
+        ow,
+        oh,
+        vertical_first(in_w, in_h, ow, oh),
+    );
+    RgbImage::from_raw(out_w, out_h, data).expect("buffer size matches dimensions")
+}
+
+/// The two passes over a `in_w × in_h` RGB8 buffer to `ow × oh`, vertical first when
+/// `vert_first` (and both axes change size), with Pillow's arithmetic.
+fn resize_raw(
+    src: &[u8],
+    in_w: usize,
+    in_h: usize,
+    ow: usize,
+    oh: usize,
+    vert_first: bool,
+) -> Vec<u8> {
     let need_h = in_w != ow;
     let need_v = in_h != oh;
     let vert = precompute(in_h, oh);
-    let data = if need_h && need_v && vertical_first(in_w, in_h, ow, oh) {
-        let rows = vertical(img.as_raw(), in_w, oh, &vert, 0);
-        horizontal(&rows, in_w, oh, ow, &precompute(in_w, ow))
+    if need_h && need_v && vert_first {
+        let rows = vertical(src, in_w, oh, &vert, 0);
+        return horizontal(&rows, in_w, oh, ow, &precompute(in_w, ow));
+    }
+    // Rows of the source the vertical pass will read.
+    let first_row = vert.bounds.first().map_or(0, |b| b.0);
+    let last_row = vert.bounds.last().map_or(0, |b| b.0 + b.1);
+    let mut data: Vec<u8>;
+    let mut width = in_w;
+    let mut row_offset = 0;
+    if need_h {
+        let horiz = precompute(in_w, ow);
+        let src = &src[first_row * in_w * 3..last_row * in_w * 3];
+        data = horizontal(src, in_w, last_row - first_row, ow, &horiz);
+        width = ow;
+        row_offset = first_row;
     } else {
-        // Rows of the source the vertical pass will read.
-        let first_row = vert.bounds.first().map_or(0, |b| b.0);
-        let last_row = vert.bounds.last().map_or(0, |b| b.0 + b.1);
-        let mut data: Vec<u8>;
-        let mut width = in_w;
-        let mut row_offset = 0;
-        if need_h {
-            let horiz = precompute(in_w, ow);
-            let src = &img.as_raw()[first_row * in_w * 3..last_row * in_w * 3];
-            data = horizontal(src, in_w, last_row - first_row, ow, &horiz);
-            width = ow;
-            row_offset = first_row;
-        } else {
-            data = img.as_raw().clone();
+        data = src.to_vec();
+    }
+    if need_v {
+        data = vertical(&data, width, oh, &vert, row_offset);
+    }
+    data
+}
+
+/// How an EXIF orientation is applied here: flips of the stored image (in place),
+/// then optionally a transpose (swap of the axes).
+fn flips_then_transpose(o: Orientation) -> (bool, bool, bool) {
+    // (flip horizontally, flip vertically, transpose)
+    match o {
+        Orientation::NoTransforms => (false, false, false),
+        Orientation::FlipHorizontal => (true, false, false),
+        Orientation::FlipVertical => (false, true, false),
+        Orientation::Rotate180 => (true, true, false),
+        // (x, y) → (h−1−y, x): flip vertically, then transpose.
+        Orientation::Rotate90 => (false, true, true),
+        // (x, y) → (y, w−1−x): flip horizontally, then transpose.
+        Orientation::Rotate270 => (true, false, true),
+        Orientation::Rotate90FlipH => (false, false, true),
+        Orientation::Rotate270FlipH => (true, true, true),
+    }
+}
+
+/// Mirror every row of a `w`-pixel-wide RGB8 buffer in place.
+fn flip_h_in_place(buf: &mut [u8], w: usize) {
+    for row in buf.chunks_exact_mut(w * 3) {
+        let (mut i, mut j) = (0, w.saturating_sub(1));
+        while i < j {
+            for c in 0..3 {
+                row.swap(i * 3 + c, j * 3 + c);
+            }
+            i += 1;
+            j -= 1;
         }
-        if need_v {
-            data = vertical(&data, width, oh, &vert, row_offset);
-        }
-        data
-    };
+    }
+}
+
+/// Reverse the order of the rows of a `w`-pixel-wide RGB8 buffer in place.
+fn flip_v_in_place(buf: &mut [u8], w: usize) {
+    let len = w * 3;
+    let h = buf.len().checked_div(len).unwrap_or(0);
+    for y in 0..h / 2 {
+        let (top, bottom) = buf.split_at_mut((h - 1 - y) * len);
+        top[y * len..(y + 1) * len].swap_with_slice(&mut bottom[..len]);
+    }
+}
+
+/// Apply the flips of `o` to `img` in place; returns whether a transpose remains.
+fn apply_flips(img: &mut RgbImage, o: Orientation) -> bool {
+    let (fh, fv, transpose) = flips_then_transpose(o);
+    let w = img.width() as usize;
+    let buf: &mut [u8] = img;
+    if fh {
+        flip_h_in_place(buf, w);
+    }
+    if fv {
+        flip_v_in_place(buf, w);
+    }
+    transpose
+}
+
+/// `img` turned upright by the EXIF orientation `o` (the same pixels as
+/// `DynamicImage::apply_orientation`, without its pixel-by-pixel rotations).
+pub fn orient(mut img: RgbImage, o: Orientation) -> RgbImage {
+    if !apply_flips(&mut img, o) {
+        return img;
+    }
+    let (w, h) = img.dimensions();
+    let t = transpose3(img.as_raw(), w as usize, h as usize);
+    RgbImage::from_raw(h, w, t).expect("transposed buffer matches dimensions")
+}
+
+/// `resize_rgb8(&orient(img, o), out_w, out_h)`, bit for bit, without building the
+/// upright full-size image: flips are done in place, and a transpose is folded into
+/// the resize (each pass of Pillow's on the upright image is the other pass on the
+/// stored one, same taps, same rounding), leaving only the small output to transpose.
+pub fn resize_oriented(mut img: RgbImage, o: Orientation, out_w: u32, out_h: u32) -> RgbImage {
+    if !apply_flips(&mut img, o) {
+        return resize_rgb8(&img, out_w, out_h);
+    }
+    // The upright image is `h × w`; Pillow resizes that to `out_w × out_h`.
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (ow, oh) = (out_w as usize, out_h as usize);
+    if (h, w) == (ow, oh) {
+        return orient(img, Orientation::Rotate90FlipH);
+    }
+    // Upright vertical first = stored horizontal first.
+    let upright_vert_first = vertical_first(h, w, ow, oh);
+    let stored = resize_raw(img.as_raw(), w, h, oh, ow, !upright_vert_first);
+    drop(img);
+    let data = transpose3(&stored, oh, ow);
     RgbImage::from_raw(out_w, out_h, data).expect("buffer size matches dimensions")
+}
+
+/// Integer box reduction by `fx × fy` (Pillow's `Image.reduce` semantics): each output
+/// pixel is the rounded mean of its `fx × fy` block, the blocks of the last column/row
+/// being cut at the border (mean of the pixels present); the output is
+/// `ceil(w / fx) × ceil(h / fy)`. Not bit-identical to Pillow's (which rounds through
+/// a fixed-point reciprocal); used by the `fast` resize only.
+pub fn box_reduce(img: &RgbImage, fx: u32, fy: u32) -> RgbImage {
+    let (fx, fy) = (fx.max(1) as usize, fy.max(1) as usize);
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if fx == 1 && fy == 1 {
+        return img.clone();
+    }
+    let (ow, oh) = (w.div_ceil(fx), h.div_ceil(fy));
+    let src = img.as_raw();
+    let mut out = vec![0u8; ow * oh * 3];
+    let mut col = vec![0u32; w * 3];
+    for (oy, dst) in out.chunks_exact_mut(ow * 3).enumerate() {
+        col.fill(0);
+        let rows = (oy * fy..((oy + 1) * fy).min(h)).len();
+        for y in oy * fy..oy * fy + rows {
+            for (a, &p) in col.iter_mut().zip(&src[y * w * 3..(y + 1) * w * 3]) {
+                *a += u32::from(p);
+            }
+        }
+        for (ox, px) in dst.chunks_exact_mut(3).enumerate() {
+            let (x0, x1) = (ox * fx, ((ox + 1) * fx).min(w));
+            let mut sum = [0u32; 3];
+            for a in col[x0 * 3..x1 * 3].chunks_exact(3) {
+                sum[0] += a[0];
+                sum[1] += a[1];
+                sum[2] += a[2];
+            }
+            let n = (rows * (x1 - x0)) as u32;
+            for (v, s) in px.iter_mut().zip(sum) {
+                *v = ((s + n / 2) / n) as u8;
+            }
+        }
+    }
+    RgbImage::from_raw(ow as u32, oh as u32, out).expect("buffer size matches dimensions")
 }
 
 #[cfg(test)]
@@ -414,5 +563,80 @@ mod tests {
         // Every output row is the same (the source has a single row).
         let first: Vec<u8> = out.as_raw()[..48].to_vec();
         assert!(out.as_raw().chunks(48).all(|r| r == first.as_slice()));
+    }
+
+    fn noise(w: u32, h: u32, seed: u64) -> RgbImage {
+        let mut state = seed | 1;
+        RgbImage::from_fn(w, h, |_, _| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            Rgb([state as u8, (state >> 8) as u8, (state >> 16) as u8])
+        })
+    }
+
+    const ORIENTATIONS: [Orientation; 8] = [
+        Orientation::NoTransforms,
+        Orientation::Rotate90,
+        Orientation::Rotate180,
+        Orientation::Rotate270,
+        Orientation::FlipHorizontal,
+        Orientation::FlipVertical,
+        Orientation::Rotate90FlipH,
+        Orientation::Rotate270FlipH,
+    ];
+
+    #[test]
+    fn orient_equals_the_image_crate() {
+        for (w, h) in [(1, 1), (2, 1), (7, 5), (33, 18), (16, 16)] {
+            let img = noise(w, h, u64::from(w * 31 + h));
+            for o in ORIENTATIONS {
+                let mut want = image::DynamicImage::ImageRgb8(img.clone());
+                want.apply_orientation(o);
+                assert_eq!(orient(img.clone(), o), want.into_rgb8(), "{w}x{h} {o:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn resize_oriented_equals_orient_then_resize() {
+        for (w, h, ow, oh) in [
+            (640, 480, 224, 224),
+            (480, 640, 224, 224),
+            (1000, 301, 96, 96),
+            (301, 1000, 96, 96),
+            (300, 169, 160, 160),
+            (169, 300, 160, 160),
+            (224, 50, 224, 224),
+            (50, 224, 224, 224),
+            (224, 224, 224, 224),
+            (30, 20, 64, 48),
+            (300, 302, 200, 100),
+            (302, 300, 200, 100),
+            (5, 10, 10, 5),
+        ] {
+            let img = noise(w, h, u64::from(w * 7 + h));
+            for o in ORIENTATIONS {
+                let want = resize_rgb8(&orient(img.clone(), o), ow, oh);
+                let got = resize_oriented(img.clone(), o, ow, oh);
+                assert!(got == want, "{w}x{h} -> {ow}x{oh} {o:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn box_reduce_averages_blocks_cut_at_the_border() {
+        let img = RgbImage::from_fn(5, 3, |x, y| Rgb([(x * 10) as u8, (y * 100) as u8, 7]));
+        let out = box_reduce(&img, 2, 2);
+        assert_eq!(out.dimensions(), (3, 2));
+        assert_eq!(out.get_pixel(0, 0).0, [5, 50, 7]);
+        assert_eq!(out.get_pixel(2, 0).0, [40, 50, 7]); // one column left
+        assert_eq!(out.get_pixel(1, 1).0, [25, 200, 7]); // one row left
+        assert_eq!(out.get_pixel(2, 1).0, [40, 200, 7]);
+        assert_eq!(box_reduce(&img, 1, 1), img);
+        let flat = RgbImage::from_pixel(9, 9, Rgb([3, 200, 255]));
+        assert!(box_reduce(&flat, 4, 3)
+            .pixels()
+            .all(|p| p.0 == [3, 200, 255]));
     }
 }

@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_MAX_PIXELS",
     "Embedder",
+    "RESIZE_MODES",
     "decode",
 ]
 
@@ -39,6 +40,16 @@ ImagesLike = Union[
 ]
 
 _runtime_lock = threading.Lock()
+
+#: Accepted values of ``resize``: ``"exact"`` (bit-identical to Pillow, the default) and
+#: ``"fast"`` (large images reduced by libjpeg DCT scaling / an integer box reduce first).
+RESIZE_MODES: tuple[str, ...] = ("exact", "fast")
+
+
+def _check_resize(resize: str) -> str:
+    if not isinstance(resize, str) or resize not in RESIZE_MODES:
+        raise ValueError(f'resize must be "exact" or "fast", got {resize!r}')
+    return resize
 
 
 def _ensure_runtime() -> Path:
@@ -105,6 +116,7 @@ def decode(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
     threads: int | None = None,
+    resize: str = "exact",
 ) -> pa.RecordBatch:
     """Decode, resize (bicubic, as Pillow) and normalise (``x/127.5 - 1``) images.
 
@@ -116,7 +128,14 @@ def decode(
     failed rows) and ``error`` (``utf8``, null when fine; otherwise ``"<kind>: <detail>"``).
     The ``[n, size, size, 3]`` tensors of the rows that decoded:
     ``batch.column("pixels").flatten().to_numpy().reshape(-1, size, size, 3)``.
+
+    ``resize``: ``"exact"`` (default) is bit-identical to Pillow's
+    ``open → convert("RGB") → resize((size, size))``; ``"fast"`` first reduces large
+    images cheaply (JPEG: libjpeg DCT scaling, as Pillow's ``draft``; other formats: an
+    integer box reduce), keeping at least twice ``size`` on both axes, then resizes the
+    same way (see :data:`RESIZE_MODES`).
     """
+    resize = _check_resize(resize)
     array, errors = _as_binary_array(images, max_bytes)
     batch = _native.decode(
         array,
@@ -124,6 +143,7 @@ def decode(
         max_pixels=max_pixels,
         max_bytes=max_bytes,
         threads=threads,
+        resize=resize,
     )
     return _with_errors(batch, errors)
 
@@ -134,7 +154,9 @@ class Embedder:
     ``model_path`` is an ONNX model with input ``[N, S, S, 3]`` float32 and output
     ``[N, D]`` (see :func:`fruitlens.convert_keras`). ``threads`` is the number of
     ONNX Runtime intra-op threads and decode threads (default: ``OMP_NUM_THREADS`` or
-    the CPU count). Safe to share between threads (calls are serialised) and across
+    the CPU count). ``resize``: ``"exact"`` (default, bit-identical to Pillow) or
+    ``"fast"`` (large images reduced cheaply before the bicubic resize; see
+    :func:`decode`). Safe to share between threads (calls are serialised) and across
     ``fork`` (the native session is rebuilt in the child).
     """
 
@@ -146,9 +168,11 @@ class Embedder:
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        resize: str = "exact",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.resize = _check_resize(resize)
         runtime = _ensure_runtime()
         self._native = _native.Embedder(str(model_path), threads=threads, runtime_path=str(runtime))
         self.batch_size = batch_size
@@ -190,6 +214,7 @@ class Embedder:
             max_pixels=self.max_pixels,
             max_bytes=self.max_bytes,
             batch_size=self.batch_size,
+            resize=self.resize,
         )
         return _with_errors(batch, errors)
 
@@ -205,5 +230,5 @@ class Embedder:
     def __repr__(self) -> str:
         return (
             f"Embedder({str(self.model_path)!r}, input_size={self.input_size}, "
-            f"output_dim={self.output_dim}, threads={self.threads})"
+            f"output_dim={self.output_dim}, threads={self.threads}, resize={self.resize!r})"
         )

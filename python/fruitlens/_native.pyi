@@ -52,6 +52,7 @@ def decode(
     max_pixels: int = ...,
     max_bytes: int = ...,
     threads: Optional[int] = None,
+    resize: str = "exact",
 ) -> pa.RecordBatch: ...
 def init_runtime(path: Optional[_Path] = None) -> Path:
     """Load ONNX Runtime from ``path`` (or the environment); returns the loaded path."""
@@ -84,6 +85,7 @@ class Embedder:
         max_pixels: int = ...,
         max_bytes: int = ...,
         batch_size: int = ...,
+        resize: str = "exact",
     ) -> pa.RecordBatch: ...
     def embed_tensors(self, x: _ArrowArray, batch_size: int = ...) -> pa.FloatArray: ...
 

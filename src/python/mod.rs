@@ -15,7 +15,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use pyo3_arrow::{PyArray, PyRecordBatch};
 
-use crate::decode::{decode_batch, DecodeOptions, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS};
+use crate::decode::{
+    decode_batch, DecodeOptions, ResizeMode, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS,
+};
 use crate::embed::{self, Embedder, DEFAULT_BATCH_SIZE};
 use crate::error::{Error, Result};
 use crate::limits::{self, MAX_PCA_DIM, MAX_SIZE};
@@ -59,9 +61,9 @@ fn decode_pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
     )
 }
 
-/// decode(images, size, max_pixels, max_bytes, threads) -> pyarrow.RecordBatch
+/// decode(images, size, max_pixels, max_bytes, threads, resize) -> pyarrow.RecordBatch
 #[pyfunction]
-#[pyo3(signature = (images, size=224, max_pixels=DEFAULT_MAX_PIXELS, max_bytes=DEFAULT_MAX_BYTES, threads=None))]
+#[pyo3(signature = (images, size=224, max_pixels=DEFAULT_MAX_PIXELS, max_bytes=DEFAULT_MAX_BYTES, threads=None, resize="exact"))]
 fn decode<'py>(
     py: Python<'py>,
     images: PyArray,
@@ -69,11 +71,13 @@ fn decode<'py>(
     max_pixels: u64,
     max_bytes: usize,
     threads: Option<usize>,
+    resize: &str,
 ) -> PyResult<Bound<'py, PyAny>> {
     let opts = DecodeOptions {
         size: limits::check_size(size)?,
         max_pixels,
         max_bytes,
+        resize: resize.parse::<ResizeMode>()?,
     };
     let threads = match threads {
         Some(t) if t > 0 => limits::check_threads(t)?,
@@ -152,8 +156,8 @@ impl PyEmbedder {
         self.inner.model_path().to_path_buf()
     }
 
-    /// embed(images, max_pixels, max_bytes, batch_size) -> RecordBatch(features, error)
-    #[pyo3(signature = (images, max_pixels=DEFAULT_MAX_PIXELS, max_bytes=DEFAULT_MAX_BYTES, batch_size=DEFAULT_BATCH_SIZE))]
+    /// embed(images, max_pixels, max_bytes, batch_size, resize) -> RecordBatch(features, error)
+    #[pyo3(signature = (images, max_pixels=DEFAULT_MAX_PIXELS, max_bytes=DEFAULT_MAX_BYTES, batch_size=DEFAULT_BATCH_SIZE, resize="exact"))]
     fn embed<'py>(
         &self,
         py: Python<'py>,
@@ -161,14 +165,16 @@ impl PyEmbedder {
         max_pixels: u64,
         max_bytes: usize,
         batch_size: usize,
+        resize: &str,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let resize = resize.parse::<ResizeMode>()?;
         let array = images.array();
         let inputs = arrow::binary_values(array.as_ref())?;
         let d = self.inner.info().output_dim;
         let batch = compute(py, || {
             let (features, errors) = self
                 .inner
-                .embed_images(&inputs, max_pixels, max_bytes, batch_size)?;
+                .embed_images(&inputs, max_pixels, max_bytes, resize, batch_size)?;
             arrow::values_and_errors("features", features, d, &errors)
         })?;
         batch_to_py(py, batch)

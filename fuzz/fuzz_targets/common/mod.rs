@@ -23,6 +23,7 @@ pub fn opts() -> &'static DecodeOptions {
             .and_then(|v| v.parse().ok())
             .unwrap_or(4_000_000),
         max_bytes: 1 << 20,
+        ..DecodeOptions::new(16)
     })
 }
 
