@@ -78,6 +78,13 @@ def _import_pyspark() -> Any:
     return pyspark
 
 
+def _pyspark_major() -> int:
+    try:
+        return int(_import_pyspark().__version__.split(".", 1)[0])
+    except (CLIError, ValueError):
+        return 0
+
+
 def _quiet_log4j2() -> str:
     path = Path(tempfile.gettempdir()) / "fruitlens-log4j2.properties"
     try:
@@ -100,6 +107,8 @@ def local_session_config(master: str = "local[*]") -> dict[str, str]:
         "spark.driver.memory": os.environ.get("FRUITLENS_DRIVER_MEMORY", "2g"),
         "spark.python.worker.reuse": "true",
     }
+    if _pyspark_major() >= 4:  # image bytes read by Spark: Arrow batches of 64 MiB at most
+        conf["spark.sql.execution.arrow.maxBytesPerBatch"] = str(64 << 20)
     # The parallel (throughput) collector: the batch job needs no short pauses, and
     # G1's concurrent marking cost about a core-second per 2,600 images here.
     extra = os.environ.get("FRUITLENS_DRIVER_JAVA_OPTIONS", LOCAL_JAVA_OPTIONS)

@@ -32,33 +32,34 @@ Deprecated names (a ``DeprecationWarning``, same objects): ``pca_statistics`` (n
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from .._common import FEATURE_DIM, IO_MODES, deprecated
-from ._arrow import collect_arrow_batches, spark_can_read, use_arrow_io, write_parquet_arrow
-from ._featurize import ModelShape, featurize, model_shape
-from ._pca import DRIVER_MERGE_PARTITIONS, FeatureStats, fit_pca, pca_stats, transform_pca
-from ._read import (
-    ARROW_ROWS_PER_PARTITION,
-    DEFAULT_EXTENSIONS,
-    READ_ERROR_COL,
-    list_images,
-    read_images,
-    read_images_arrow,
-)
 from ._tasks import FAULT_ENV
-from ._train import (
-    DEFAULT_MAX_ITER,
-    DEFAULT_REG_PARAM,
-    ON_CHOICES,
-    class_labels,
-    classify,
-    predict_features,
-    train_classifier,
-)
 
 if TYPE_CHECKING:
     from .._common import PathLike
+    from ._arrow import collect_arrow_batches, spark_can_read, use_arrow_io, write_parquet_arrow
+    from ._featurize import ModelShape, featurize, model_shape
+    from ._pca import DRIVER_MERGE_PARTITIONS, FeatureStats, fit_pca, pca_stats, transform_pca
+    from ._read import (
+        ARROW_ROWS_PER_PARTITION,
+        DEFAULT_EXTENSIONS,
+        READ_ERROR_COL,
+        list_images,
+        read_images,
+        read_images_arrow,
+    )
+    from ._train import (
+        DEFAULT_MAX_ITER,
+        DEFAULT_REG_PARAM,
+        ON_CHOICES,
+        class_labels,
+        classify,
+        predict_features,
+        train_classifier,
+    )
     from .ml import (
         FeaturePCA,
         FeaturePCAModel,
@@ -103,6 +104,43 @@ __all__ = [
     "write_parquet_arrow",
 ]
 
+#: Where each public name lives, imported on first use: a Python worker imports this
+#: package for :mod:`fruitlens.spark._tasks` and needs none of the driver-side modules.
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(
+        ("collect_arrow_batches", "spark_can_read", "use_arrow_io", "write_parquet_arrow"),
+        "_arrow",
+    ),
+    **dict.fromkeys(("ModelShape", "featurize", "model_shape"), "_featurize"),
+    **dict.fromkeys(
+        ("DRIVER_MERGE_PARTITIONS", "FeatureStats", "fit_pca", "pca_stats", "transform_pca"),
+        "_pca",
+    ),
+    **dict.fromkeys(
+        (
+            "ARROW_ROWS_PER_PARTITION",
+            "DEFAULT_EXTENSIONS",
+            "READ_ERROR_COL",
+            "list_images",
+            "read_images",
+            "read_images_arrow",
+        ),
+        "_read",
+    ),
+    **dict.fromkeys(
+        (
+            "DEFAULT_MAX_ITER",
+            "DEFAULT_REG_PARAM",
+            "ON_CHOICES",
+            "class_labels",
+            "classify",
+            "predict_features",
+            "train_classifier",
+        ),
+        "_train",
+    ),
+}
+
 #: The ``pyspark.ml`` stages, imported from :mod:`fruitlens.spark.ml` on first use.
 _ML_STAGES = (
     "ImageEmbedder",
@@ -115,25 +153,31 @@ _ML_STAGES = (
 
 def _model_input_size(model: PathLike) -> tuple[int, int]:
     """``(input size, output dim)`` of a local ONNX model (see :func:`model_shape`)."""
-    return tuple(model_shape(model))  # type: ignore[return-value]
+    return tuple(__getattr__("model_shape")(model))  # type: ignore[no-any-return]
 
 
-#: Deprecated names of this module -> (new name, object).
+#: Deprecated names of this module -> (new name, its object's getter).
 _DEPRECATED: dict[str, tuple[str, Any]] = {
-    "pca_statistics": ("pca_stats", pca_stats),
-    "model_input_size": ("model_shape", _model_input_size),
+    "pca_statistics": ("pca_stats", lambda: __getattr__("pca_stats")),
+    "model_input_size": ("model_shape", lambda: _model_input_size),
 }
 
 
 def __getattr__(name: str) -> Any:
-    """The ``pyspark.ml`` stages, imported on first use, and the deprecated names.
+    """Every public name, imported on first use (see :data:`_LAZY`), the ``pyspark.ml``
+    stages and the deprecated names.
 
-    ``pyspark.ml`` pulls in pandas and scipy (~0.5 s); Python workers that only run
-    :func:`featurize` never pay for it.
+    ``pyspark.ml`` pulls in pandas and scipy (~0.5 s), the driver-side modules pyarrow's
+    compute functions, ``fruitlens.io`` and more (~1 s in all): Python workers, which
+    only need :mod:`fruitlens.spark._tasks`, never pay for them.
     """
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value  # once
+        return value
     if name in _DEPRECATED:
-        new, value = _DEPRECATED[name]
-        return deprecated(f"fruitlens.spark.{name}", f"fruitlens.spark.{new}", value)
+        new, get = _DEPRECATED[name]
+        return deprecated(f"fruitlens.spark.{name}", f"fruitlens.spark.{new}", get())
     if name in _ML_STAGES or name in ("PCA", "PCAModel"):
         from . import ml  # pyspark.ml is heavy and optional: only when a stage is used
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from .. import io as fl_io
 from .._fs import spark_can_read, use_arrow_io
-from ._tasks import ipc_batches
+from ._task_pca import ipc_batches
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame

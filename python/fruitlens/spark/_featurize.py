@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from .. import _uri
 from .._common import FEATURE_DIM, PathLike
-from .._core import DEFAULT_BATCH_SIZE, Embedder
+from .._core import DEFAULT_BATCH_SIZE, RESIZE_MODES, Embedder
 from .._errors import ModelError
-from ._paths import local_path_or_none
+from ._lazy import fetch_source, is_lazy
+from ._paths import local_path_or_none, spark_major
+from ._pca import FeatureStats, auto_stats, register_features
 from ._read import READ_ERROR_COL
 from ._tasks import embed_batches
 
@@ -25,9 +27,18 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
-    from ._pca import FeatureStats
+__all__ = [
+    "ARROW_MAX_BYTES",
+    "ARROW_MAX_BYTES_KEY",
+    "ModelShape",
+    "bound_arrow_batches",
+    "featurize",
+    "model_shape",
+]
 
-__all__ = ["ModelShape", "featurize", "model_shape"]
+#: Spark 4's byte cap of the Arrow batches sent to Python tasks, and fruitlens's value.
+ARROW_MAX_BYTES_KEY = "spark.sql.execution.arrow.maxBytesPerBatch"
+ARROW_MAX_BYTES = 64 << 20
 
 #: The driver's view of models: path -> (mtime, size, input size, output dim).
 _MODEL_INFO: dict[str, tuple[float, int, int, int]] = {}
@@ -123,6 +134,8 @@ def _select_inputs(
     drop = {output_col, error_col}
     if not keep_content or fetch_from is not None:
         drop.add(content_col)
+        if fetch_from is not None and is_lazy(df, READ_ERROR_COL):
+            drop.add(READ_ERROR_COL)  # read_images' lazy bytes: the tasks read them instead
     keep = [f.name for f in df.schema.fields if f.name not in drop]
     source = fetch_from if fetch_from is not None else content_col
     return keep, (df.select(*keep, source) if source not in keep else df.select(*keep))
@@ -164,9 +177,10 @@ def featurize(
     threads: int | None = None,
     keep_content: bool = False,
     ship_model: bool | None = None,
-    stats: FeatureStats | None = None,
+    stats: FeatureStats | bool | None = None,
     fetch_from: str | None = None,
     output_dim: int | None = FEATURE_DIM,
+    resize: str = "exact",
 ) -> DataFrame:
     """Add MobileNetV2 features to a DataFrame of encoded images.
 
@@ -175,40 +189,83 @@ def featurize(
     pass through (``content_col`` only with ``keep_content``; same-named ones replaced).
 
     Args:
-        model: ONNX model file (see ``fruitlens model fetch``). A local path is used
-            as is by local Spark and shipped with ``SparkContext.addFile`` to cluster
-            executors; a URI (``s3://...``) is always shipped that way.
+        model: ONNX model file (see ``fruitlens model fetch``), used as is by local
+            Spark, shipped with ``SparkContext.addFile`` to cluster executors (a URI
+            such as ``s3://...`` always is); ``ship_model`` forces or prevents that.
         size: the expected model input size; raises if the model's differs.
-        batch_size: images per ONNX Runtime run.
-        threads: ONNX Runtime/decoder threads per task (default: the task's CPUs).
-        ship_model: force (True) or prevent (False) shipping the model.
-        stats: a :class:`FeatureStats` that gathers the PCA statistics of the
-            features while they are computed, so that a PCA can be fitted without
-            another pass over them (see :class:`FeatureStats`).
-        fetch_from: instead of ``content_col``, a column of file paths or URIs
-            (local, ``file:``, ``s3://``, ``gs://``) that the executors read
-            themselves, right before decoding (see ``list_images``). The bytes
-            then never pass through the JVM. An unreadable file gets
-            ``error = "unreadable: ..."``.
+        batch_size, threads: images per ONNX Runtime run; threads per task (default:
+            the task's CPUs).
+        stats: PCA statistics gathered while embedding: by default (None) for 1280
+            features on a classic session, up to ``AUTO_STATS_PARTITIONS`` partitions
+            (:func:`fit_pca`/``FeaturePCA`` use them, no second pass); ``False``: not.
+        fetch_from: a column of paths/URIs the tasks read, instead of ``content_col``
+            (the bytes never pass through the JVM; ``unreadable: ...`` errors), as for
+            ``read_images``' lazy ``content`` (unless ``keep_content``).
         output_dim: values per image the model must output; None: any (a classifier).
+        resize: ``"exact"`` (default: bit-identical to Pillow/Keras) or ``"fast"``.
 
     Raises ModelError if the model is missing, invalid, or its input size is not ``size``.
     """
     _check_inputs(df, content_col, fetch_from, batch_size)
+    if resize not in RESIZE_MODES:
+        raise ValueError(f'resize must be "exact" or "fast", got {resize!r}')
+    if fetch_from is None and not keep_content:
+        fetch_from = fetch_source(df, content_col)  # read_images' lazy content
     model = os.fspath(model)
     _check_model_size(model, size, output_dim)
-    keep, df_in = _select_inputs(df, content_col, output_col, error_col, keep_content, fetch_from)
+    keep, df_in = _input_frame(df, content_col, fetch_from, (output_col, error_col, keep_content))
+    collected = _stats_for(df_in, stats, output_dim)
+    task = dict(threads=threads, batch_size=batch_size, content_col=content_col, keep=keep)
+    task.update(output_col=output_col, error_col=error_col, fetch_from=fetch_from, resize=resize)
     run = functools.partial(  # the mapInArrow body, run by the executors
         embed_batches,
         ref=_model_ref(df.sparkSession, model, ship_model),
-        threads=threads,
-        batch_size=batch_size,
-        content_col=content_col,
-        keep=keep,
-        output_col=output_col,
-        error_col=error_col,
-        stats_acc=stats._accumulator if stats is not None else None,
-        fetch_from=fetch_from,
+        stats_acc=collected._accumulator if collected is not None else None,
+        **task,
     )
     out = df_in.mapInArrow(run, _output_schema(df, keep, output_col, error_col))
-    return _fold_read_errors(out, error_col)
+    return _finish(out, output_col, error_col, collected)
+
+
+def _finish(
+    out: DataFrame, output_col: str, error_col: str, collected: FeatureStats | None
+) -> DataFrame:
+    """Read errors folded in; registered for ``fit_pca`` when statistics are gathered."""
+    out = _fold_read_errors(out, error_col)
+    return register_features(out, output_col, collected) if collected is not None else out
+
+
+def bound_arrow_batches(spark: SparkSession) -> None:
+    """Spark 4+: cap the Arrow batches sent to the Python tasks at
+    :data:`ARROW_MAX_BYTES` when ``spark.sql.execution.arrow.maxBytesPerBatch`` is at
+    its default (no limit): image bytes read by Spark (``binaryFile``) would otherwise
+    come in batches of ``maxRecordsPerBatch`` (10,000) images at once."""
+    try:
+        if spark_major(spark) >= 4 and spark.conf.get(ARROW_MAX_BYTES_KEY, None) in (
+            None,
+            str(2**31 - 1),
+        ):
+            spark.conf.set(ARROW_MAX_BYTES_KEY, str(ARROW_MAX_BYTES))
+    except Exception:  # a conf this Spark does not have, or cannot change
+        pass
+
+
+def _stats_for(
+    df_in: DataFrame, stats: FeatureStats | bool | None, output_dim: int | None
+) -> FeatureStats | None:
+    """The :class:`FeatureStats` featurize gathers into (see its ``stats``)."""
+    if isinstance(stats, FeatureStats):
+        return stats
+    if stats is False or (stats is None and output_dim != FEATURE_DIM):
+        return None
+    return auto_stats(df_in, limit=stats is None)
+
+
+def _input_frame(
+    df: DataFrame, content_col: str, fetch_from: str | None, columns: tuple[str, str, bool]
+) -> tuple[list[str], DataFrame]:
+    """:func:`_select_inputs`; bytes read by Spark: Arrow batches bounded in bytes."""
+    output_col, error_col, keep_content = columns
+    if fetch_from is None:
+        bound_arrow_batches(df.sparkSession)
+    return _select_inputs(df, content_col, output_col, error_col, keep_content, fetch_from)

@@ -9,27 +9,43 @@ functions that need it, so that ``import fruitlens.spark`` works without it.
 from __future__ import annotations
 
 import functools
+import uuid
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from .._common import FEATURE_DIM, sha256_bytes
 from .._errors import PCAError
 from .._pca import PCA, PCAStats
-from ._tasks import StatsParam, StatsValue, merge_stats_bytes, project_batches, stats_batches
+from ._task_pca import merge_stats_bytes, project_batches, stats_batches
+from ._tasks import StatsParam, StatsValue
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 __all__ = [
+    "AUTO_STATS_PARTITIONS",
     "DRIVER_MERGE_PARTITIONS",
+    "STATS_KEY",
     "FeatureStats",
+    "auto_stats",
     "fit_pca",
+    "gathered_stats",
     "pca_stats",
+    "register_features",
     "transform_pca",
 ]
 
 #: Up to this many partial PCA statistics (dim² / 2 float64 each) are merged on the
 #: driver; more are merged by a tree reduction on the executors first.
 DRIVER_MERGE_PARTITIONS = 8
+#: ``featurize`` gathers PCA statistics by default for inputs of up to this many
+#: partitions (each task sends dim² / 2 float64 to the driver: 6.5 MB at 1280).
+AUTO_STATS_PARTITIONS = 128
+#: Metadata key of a ``featurize`` output column whose statistics were gathered.
+STATS_KEY = "fruitlens.stats"
+#: The last featurize results with gathered statistics: token -> (DataFrame, stats).
+_GATHERED: OrderedDict[str, tuple[DataFrame, FeatureStats]] = OrderedDict()
+_GATHERED_MAX = 16
 
 
 class FeatureStats:
@@ -60,12 +76,77 @@ class FeatureStats:
         """Partitions that have reported so far."""
         return len(self._accumulator.value.parts)
 
+    @property
+    def repeated(self) -> bool:
+        """Whether a partition reported twice (Spark computed it again: the statistics
+        are then unusable, and the images of that partition were embedded again)."""
+        return bool(self._accumulator.value.duplicate)
+
     def get(self, *, rows: int) -> PCAStats | None:
         """The merged statistics if they cover exactly ``rows`` non-null rows, each
         partition once; else ``None``."""
         value = self._accumulator.value
         stats = None if value.duplicate else value.native()
         return stats if stats is not None and stats.count == rows else None
+
+
+def auto_stats(df_in: DataFrame, *, limit: bool = True) -> FeatureStats | None:
+    """A :class:`FeatureStats` for ``featurize`` to fill by default: None on Spark
+    Connect (no accumulators) and, with ``limit``, above :data:`AUTO_STATS_PARTITIONS`."""
+    try:
+        jdf = df_in._jdf  # classic PySpark only
+        if limit and jdf.rdd().getNumPartitions() > AUTO_STATS_PARTITIONS:
+            return None
+        return FeatureStats(df_in.sparkSession)
+    except Exception:  # Spark Connect: no SparkContext, no accumulators
+        return None
+
+
+def register_features(out: DataFrame, column: str, collected: FeatureStats) -> DataFrame:
+    """``out`` with a token in ``column``'s metadata that finds ``collected`` again
+    (:func:`gathered_stats`; the metadata follows selections, filters and caching)."""
+    token = uuid.uuid4().hex
+    out = out.withMetadata(column, {**out.schema[column].metadata, STATS_KEY: token})
+    _GATHERED[token] = (out, collected)
+    while len(_GATHERED) > _GATHERED_MAX:
+        _GATHERED.popitem(last=False)
+    return out
+
+
+def _is_cached(df: DataFrame) -> bool:
+    level = df.storageLevel
+    return bool(level.useMemory or level.useDisk)
+
+
+def gathered_stats(df: DataFrame, input_col: str) -> PCAStats | None:
+    """The statistics ``featurize`` gathered for ``df`` (its result, or a selection or
+    null filter of it), if they can be trusted; else None.
+
+    They are checked against the number of non-null rows of ``df``. When neither
+    ``df`` nor the featurize result is cached and the featurize tasks have not run
+    yet, the result is cached first (``MEMORY_AND_DISK``; ``unpersist()`` frees it),
+    so that this count is the only embedding pass and the projection that follows
+    reads the cache. If they already ran uncached, None: counting would embed again.
+    """
+    from pyspark import StorageLevel  # optional dependency
+    from pyspark.sql import functions as F
+
+    token = df.schema[input_col].metadata.get(STATS_KEY) if input_col in df.columns else None
+    entry = _GATHERED.get(token) if isinstance(token, str) else None
+    if entry is None:
+        return None
+    out, collected = entry
+    value = collected._accumulator.value
+    if value.duplicate:
+        return None
+    if not (_is_cached(df) or _is_cached(out)):
+        if value.parts:
+            return None
+        if any(f.dataType.typeName() == "binary" for f in out.schema.fields):
+            return None  # image bytes kept (keep_content): not worth caching
+        out.persist(StorageLevel.MEMORY_AND_DISK)
+    rows = df.where(F.col(input_col).isNotNull()).count()
+    return collected.get(rows=rows)
 
 
 def _collect_binary(df: DataFrame) -> list[bytes]:
@@ -142,9 +223,16 @@ def fit_pca(
 
     ``k`` is a number of components (int) or the explained-variance fraction to
     reach (float in (0, 1]; default 0.95). Null rows (failed images) are skipped.
+
+    Given the result of ``featurize`` (or a selection or null filter of it), it uses
+    the statistics gathered while embedding (see :func:`gathered_stats`: an uncached
+    result is cached, so the images are embedded once for the fit and the projection
+    that follows); else :func:`pca_stats` computes them in a pass over ``df``.
     """
     pca = PCA(k)
-    stats = pca_stats(df, input_col=input_col, dim=dim)
+    stats = gathered_stats(df, input_col)
+    if stats is None:
+        stats = pca_stats(df, input_col=input_col, dim=dim)
     return pca.fit_stats(stats)
 
 

@@ -23,6 +23,7 @@ from .._common import IMAGE_EXTENSIONS, first_line, has_glob, is_hidden
 from .._errors import FruitlensError
 from .._fs import use_arrow_io
 from .._listing import find_images, scan_local
+from ._lazy import default_partitions, listing_frame, with_lazy_content
 from ._paths import (
     case_insensitive_glob,
     dotted,
@@ -30,9 +31,8 @@ from ._paths import (
     hadoop_literal,
     input_paths,
     local_path_or_none,
-    spark_major,
 )
-from ._tasks import fetch_batches
+from ._task_pca import fetch_batches
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -182,46 +182,76 @@ def _union(spark: SparkSession, frames: list[DataFrame]) -> DataFrame:
     return df
 
 
+def _read_in_tasks(spark: SparkSession, paths: list[str], io: str) -> bool:
+    """Whether :func:`read_images` lists ``paths`` on the driver and leaves the bytes to
+    the tasks (as ``fruitlens run``): local folders and files (an existing path is
+    literal, even with glob characters in it) and object stores read through
+    ``fruitlens.io``; not Hadoop filesystems, globs, or ``io="spark"``."""
+    if io == "spark":
+        return False
+    for p in paths:
+        try:
+            local = local_path_or_none(p)
+        except ValueError as exc:  # file://host/..., file:relative
+            raise FruitlensError(str(exc)) from exc
+        if local is not None:
+            if has_glob(local) and not os.path.lexists(local):
+                return False
+        elif not use_arrow_io(spark, p, io):
+            return False
+    return True
+
+
 def read_images(
     spark: SparkSession,
     path: str | Sequence[str],
     *,
     extensions: Sequence[str] = DEFAULT_EXTENSIONS,
     io: str = "auto",
+    partitions: int | None = None,
 ) -> DataFrame:
     """Read image files below ``path`` (recursively) as a DataFrame.
 
-    Columns: ``path`` (string), ``modificationTime`` (timestamp), ``length`` (long),
-    ``content`` (binary) and ``label`` (string: the name of the parent folder).
-    ``path`` may be a local folder, a ``file:``/``hdfs:``/``s3:`` URI, a glob, or a
-    list of those. Only files whose extension is in ``extensions`` (any case) are
-    read; names starting with ``_`` or ``.`` are skipped (as Spark does).
+    Columns: ``path``, ``modificationTime``, ``length``, ``label`` (the parent folder's
+    name), ``content`` (binary) and, when fruitlens reads the files, ``_read_error``
+    (null, or why ``content`` is null; ``featurize`` folds it into ``error``).
+    ``path``: a local folder, a ``file:``/``hdfs:``/``s3:`` URI, a glob, or a list of
+    those. Only files with one of ``extensions`` (any case) are read; names starting
+    with ``_`` or ``.`` are skipped (as Spark does).
 
-    ``io`` (``"auto"``, ``"spark"``, ``"arrow"``) picks who reads object stores: with
-    ``"arrow"``, or ``"auto"`` and an ``s3://``/``gs://`` path that this Spark has no
-    Hadoop filesystem for, :func:`read_images_arrow` does (see :func:`use_arrow_io`).
+    Local paths, and object stores that ``fruitlens.io`` reads, are listed on the
+    driver (as ``fruitlens run`` does) into ``partitions`` partitions of equal image
+    counts (default: two per core); ``content`` is lazy: read by a task only when a
+    query uses it. ``featurize`` reads each file itself, right before decoding it (the
+    bytes never pass through the JVM). Zero-byte files are listed (``empty`` errors),
+    links are followed without loops, each file once, and dangling links, FIFOs or
+    unreadable files get an ``unreadable`` error.
 
-    Spark's ``binaryFile`` source silently drops zero-byte files; for local paths
-    they are listed on the driver and added with empty ``content``, so that
-    ``featurize`` reports them (``error = "empty: ..."``) instead of losing them.
-    Local inputs are listed safely first (``fruitlens.io.list_local``): symbolic links
-    are followed without loops, each file once; dangling links, FIFOs, devices and
-    unreadable folders get a row with null ``content`` and a ``_read_error`` column
-    (which ``featurize`` folds into ``error``).
+    ``io``: ``"spark"`` reads everything with Spark's ``binaryFile`` source (bytes
+    read by the JVM, ``content`` materialised: what ``"auto"`` did before it became
+    lazy); ``"arrow"`` lists and reads through ``fruitlens.io``; ``"auto"``:
+    ``fruitlens.io`` for local paths and for ``s3://``/``gs://`` that this Spark has no
+    Hadoop filesystem for (:func:`use_arrow_io`), ``binaryFile`` for Hadoop
+    filesystems (HDFS, EMRFS) and glob patterns. With ``binaryFile``, local zero-byte
+    files (which it skips) are added with empty ``content``; local trees with links,
+    FIFOs or ``:`` in names are listed by fruitlens and read by the tasks.
 
-    ``path`` is ``file:`` + the literal absolute path for local files (as Hadoop's
-    ``Path.toString()`` writes it; never percent-encoded: ``file:/d/a b#1.jpg``), the
-    same as :func:`list_images` gives; a local input path or ``file:`` URI is literal
-    too (``%20`` is three characters), unless it does not exist and has glob
-    characters (``*?[{``), then it is a Hadoop glob pattern.
+    ``path`` values are ``file:`` + the literal absolute path for local files (never
+    percent-encoded: ``file:/d/a b#1.jpg``), as :func:`list_images` gives; a local
+    input path is literal too, unless it does not exist and has glob characters
+    (``*?[{``): then it is a Hadoop glob pattern.
 
     Raises:
         FruitlensError: a path does not exist or cannot be listed.
     """
     paths = input_paths(path, "read_images")
-    # fruitlens.io: object stores that this Spark cannot open (see use_arrow_io)
+    if io == "arrow" or (io == "auto" and _read_in_tasks(spark, paths, io)):
+        exts = dotted(extensions)
+        refs = [ref for p in paths for ref in _list_one(p, exts)]
+        n_parts = partitions or default_partitions(spark, len(refs))
+        return with_lazy_content(listing_frame(spark, refs, n_parts, False), READ_ERROR_COL)
     if any(use_arrow_io(spark, p, io) for p in paths):
-        return read_images_arrow(spark, paths, extensions=extensions)
+        return read_images_arrow(spark, paths, extensions=extensions, partitions=partitions)
     sources, empty, fetch = _plan_sources(spark, paths, extensions)
     frames: list[DataFrame] = []
     if sources:
@@ -229,7 +259,7 @@ def read_images(
     if empty:
         frames.append(spark.createDataFrame(empty, _image_schema()))
     if fetch:
-        frames.append(_fetch_frame(_listing_frame(spark, fetch, None, False)))
+        frames.append(_fetch_frame(listing_frame(spark, fetch, None, False)))
     return _union(spark, frames)
 
 
@@ -285,34 +315,7 @@ def list_images(
     """
     exts = dotted(extensions)
     refs = [ref for p in input_paths(path, "list_images") for ref in _list_one(p, exts)]
-    return _listing_frame(spark, refs, partitions, local_relation)
-
-
-def _listing_frame(
-    spark: SparkSession, refs: Sequence[Any], partitions: int | None, local_relation: bool
-) -> DataFrame:
-    """:func:`list_images`' DataFrame of ``fruitlens.io.ImageRef`` s."""
-    from pyspark.sql import types as T  # optional dependency
-
-    listing = T.StructType([f for f in _image_schema().fields if f.name != "content"])
-    if local_relation and refs and spark_major(spark) >= 4:
-        # A local relation (Arrow in, no pickling): the tasks that scan it are pure JVM,
-        # where a Python RDD would start a second Python worker per featurize task.
-        table = pa.table(
-            {
-                "path": pa.array([r.path for r in refs], pa.string()),
-                "modificationTime": pa.array(
-                    [r.modified for r in refs], pa.timestamp("us", tz="UTC")
-                ),
-                "length": pa.array([r.size for r in refs], pa.int64()),
-                "label": pa.array([r.label for r in refs], pa.string()),
-            }
-        )
-        return spark.createDataFrame(table, listing)
-    rows = [(r.path, r.modified, r.size, r.label) for r in refs]
-    wanted = max(spark.sparkContext.defaultParallelism, -(-len(rows) // ARROW_ROWS_PER_PARTITION))
-    n_parts = partitions or max(1, min(len(rows), wanted))
-    return spark.createDataFrame(spark.sparkContext.parallelize(rows, n_parts), listing)
+    return listing_frame(spark, refs, partitions, local_relation)
 
 
 def read_images_arrow(

@@ -8,28 +8,23 @@ functions, the workers only call them.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .. import _native, _reading
 from .._core import Embedder
-from .._pca import PCA, PCAStats
+from .._pca import PCAStats
 
 __all__ = [
     "FAULT_ENV",
     "StatsParam",
     "StatsValue",
     "embed_batches",
-    "fetch_batches",
-    "ipc_batches",
-    "merge_stats_bytes",
-    "project_batches",
-    "stats_batches",
 ]
 
 #: Fault injection for tests (never set in production): ``STAGE:N[:always]`` makes the
@@ -38,13 +33,20 @@ __all__ = [
 #: first task attempt only, unless ``:always``. Spark then retries the task.
 FAULT_ENV = "FRUITLENS_TEST_FAULT"
 
+#: Files above this size are not read (a ``too_many_bytes`` error), as ``fruitlens.io``.
+_MAX_FILE_BYTES = 256 * 1024 * 1024
+
 _FLOAT_LIST = pa.list_(pa.field("element", pa.float32(), nullable=True))
 
-#: One Embedder per Python process, by (model path, threads, batch size).
-_EMBEDDERS: dict[tuple[str, int, int], Embedder] = {}
+#: Image bytes embedded per slice of a batch, at most (and at least one image): with
+#: 12-Mpx photos a 256-row batch would hold about a gigabyte of bytes.
+MAX_SLICE_BYTES = 64 << 20
+#: Files read at once (threads) when ``featurize`` fetches them itself.
+_FETCH_GROUP = 16
+
+#: One Embedder per Python process, by (model path, threads, batch size, resize).
+_EMBEDDERS: dict[tuple[str, int, int, str], Embedder] = {}
 _EMBEDDERS_LOCK = threading.Lock()
-#: Fitted PCA models deserialised in this process, by the digest of their JSON.
-_PCA_MODELS: dict[str, PCA] = {}
 
 
 # --------------------------------------------------------------------------------------
@@ -79,18 +81,41 @@ def _executor_model_path(ref: tuple[str, str]) -> str:
     return value
 
 
-def _get_embedder(ref: tuple[str, str], threads: int, batch_size: int) -> Embedder:
+def _get_embedder(
+    ref: tuple[str, str], threads: int, batch_size: int, resize: str = "exact"
+) -> Embedder:
     """The cached Embedder of this process (created on first use)."""
     path = _executor_model_path(ref)
-    key = (path, threads, batch_size)
+    key = (path, threads, batch_size, resize)
     emb = _EMBEDDERS.get(key)
     if emb is None:
         with _EMBEDDERS_LOCK:
             emb = _EMBEDDERS.get(key)
             if emb is None:
-                emb = Embedder(path, threads=threads, batch_size=batch_size)
+                emb = Embedder(path, threads=threads, batch_size=batch_size, resize=resize)
                 _EMBEDDERS[key] = emb
     return emb
+
+
+def _embedder_soon(
+    ref: tuple[str, str], threads: int, batch_size: int, resize: str
+) -> concurrent.futures.Future[Embedder]:
+    """:func:`_get_embedder`; the first time in this process, in a thread, so that the
+    ONNX Runtime session is made while the first input batch is read (cold start)."""
+    path = _executor_model_path(ref)
+    done: concurrent.futures.Future[Embedder] = concurrent.futures.Future()
+    if (path, threads, batch_size, resize) in _EMBEDDERS:
+        done.set_result(_get_embedder(("path", path), threads, batch_size, resize))
+        return done
+
+    def make() -> None:
+        try:
+            done.set_result(_get_embedder(("path", path), threads, batch_size, resize))
+        except BaseException as exc:  # raised in the task by result()
+            done.set_exception(exc)
+
+    threading.Thread(target=make, name="fruitlens-model", daemon=True).start()
+    return done
 
 
 def _fault_point(stage: str, batch_index: int) -> None:
@@ -140,12 +165,58 @@ def _as_float_list(array: pa.Array) -> pa.Array:
     return array.cast(_FLOAT_LIST)
 
 
-def _slices(batch: pa.RecordBatch, rows: int) -> Iterator[pa.RecordBatch]:
-    if batch.num_rows <= rows:
-        yield batch
+def _value_sizes(array: pa.Array) -> list[int] | None:
+    """The byte length of each value of a binary array (0 for nulls), from its offsets
+    (no ``pyarrow.compute``: it costs a Python worker ~0.4 s to import); None for
+    other types."""
+    if pa.types.is_large_binary(array.type):
+        offset_type = pa.int64()
+    elif pa.types.is_binary(array.type):
+        offset_type = pa.int32()
+    else:
+        return None
+    offsets = pa.Array.from_buffers(
+        offset_type, len(array) + 1, [None, array.buffers()[1]], offset=array.offset
+    ).to_pylist()
+    return [end - start for start, end in zip(offsets, offsets[1:])]
+
+
+def _coalesce(first: pa.Array, second: pa.Array) -> pa.Array:
+    """``first`` where not null, else ``second`` (two string arrays)."""
+    return pa.array(
+        [a if a is not None else b for a, b in zip(first.to_pylist(), second.to_pylist())],
+        pa.string(),
+    )
+
+
+def _slices(
+    batch: pa.RecordBatch, rows: int, sizes: list[int] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """``batch`` in slices of at most ``rows`` rows and (when the byte ``sizes`` of its
+    rows are given) :data:`MAX_SLICE_BYTES`, at least one row each."""
+    if sizes is None or batch.num_rows <= 1:
+        for start in range(0, batch.num_rows, rows):
+            yield batch.slice(start, rows) if batch.num_rows > rows else batch
         return
-    for start in range(0, batch.num_rows, rows):
-        yield batch.slice(start, rows)
+    ends = _byte_ends(sizes, rows)
+    start = 0
+    for end in ends:
+        yield batch.slice(start, end - start)
+        start = end
+
+
+def _byte_ends(sizes: list[int], rows: int) -> list[int]:
+    """Where the slices of :func:`_slices` end (exclusive row indices)."""
+    ends: list[int] = []
+    start = total = 0
+    for i, size in enumerate(sizes):
+        if i > start and (i - start >= rows or total + size > MAX_SLICE_BYTES):
+            ends.append(i)
+            start, total = i, 0
+        total += size
+    if sizes:
+        ends.append(len(sizes))
+    return ends
 
 
 def _columns(batch: pa.RecordBatch, names: list[str]) -> list[pa.Array]:
@@ -155,14 +226,6 @@ def _columns(batch: pa.RecordBatch, names: list[str]) -> list[pa.Array]:
 # --------------------------------------------------------------------------------------
 # Reading files in tasks
 # --------------------------------------------------------------------------------------
-
-
-def fetch_batches(
-    batches: Iterable[pa.RecordBatch], *, error_col: str, max_workers: int
-) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow`` body of a listing: adds ``content`` and ``error_col`` (the bytes
-    of each row's ``path``, read here; see :func:`fruitlens.io.fetch_batches`)."""
-    return _reading.fetch_batches(batches, "path", error_col=error_col, max_workers=max_workers)
 
 
 def _fetch_content(batch: pa.RecordBatch, path_col: str) -> tuple[pa.Array, pa.Array]:
@@ -175,6 +238,44 @@ def _fetch_content(batch: pa.RecordBatch, path_col: str) -> tuple[pa.Array, pa.A
     if len(contents) == 1:
         return contents[0], errors[0]
     return pa.chunked_array(contents).combine_chunks(), pa.chunked_array(errors).combine_chunks()
+
+
+def _fetched_slices(
+    batch: pa.RecordBatch, path_col: str, rows: int
+) -> Iterator[tuple[pa.RecordBatch, pa.Array, pa.Array]]:
+    """``(slice, content, read errors)``: the files of ``batch`` read a group at a time,
+    a slice ending at ``rows`` rows or once it holds :data:`MAX_SLICE_BYTES` of bytes,
+    so that memory stays bounded whatever the file sizes."""
+    start, n = 0, batch.num_rows
+    while start < n or (start == 0 and n == 0):
+        contents: list[pa.Array] = []
+        errors: list[pa.Array] = []
+        end, total = start, 0
+        while end < n and end - start < rows and total < MAX_SLICE_BYTES:
+            done = end - start
+            group = _FETCH_GROUP
+            if done and total:  # as many more as should fit, by the mean size so far
+                group = max(group, int((MAX_SLICE_BYTES - total) * done / total))
+            group = min(group, n - end, rows - done)
+            content, error = _fetch_content(batch.slice(end, group), path_col)
+            contents.append(content)
+            errors.append(error)
+            total += sum(_value_sizes(content) or [0])
+            end += group
+        if n == 0:
+            return
+        yield (
+            batch.slice(start, end - start),
+            _concat(contents, pa.binary()),
+            _concat(errors, pa.string()),
+        )
+        start = end
+
+
+def _concat(arrays: list[pa.Array], type_: pa.DataType) -> pa.Array:
+    if len(arrays) == 1:
+        return arrays[0]
+    return pa.chunked_array(arrays, type_).combine_chunks()
 
 
 # --------------------------------------------------------------------------------------
@@ -236,24 +337,29 @@ class StatsParam:
 
 
 def _embed_one(
-    embedder: Embedder,
-    batch: pa.RecordBatch,
-    *,
-    content_col: str,
-    fetch_from: str | None,
+    embedder: Embedder, content: pa.Array, read_errors: pa.Array | None
 ) -> tuple[pa.Array, pa.Array]:
-    """``(features, errors)`` of one batch: its ``content_col``, or the files named in
-    ``fetch_from`` read here, next to the decoder (read errors win)."""
-    read_errors = None
-    if fetch_from is not None:
-        content, read_errors = _fetch_content(batch, fetch_from)
-    else:
-        content = batch.column(_field_index(batch.schema, content_col))
+    """``(features, errors)`` of one slice's bytes (read errors win)."""
     out = embedder.embed(content)
     errors = out.column(1)
     if read_errors is not None and read_errors.null_count < len(read_errors):
-        errors = pc.coalesce(read_errors, errors)
+        errors = _coalesce(read_errors, errors)
     return out.column(0), errors
+
+
+def _input_slices(
+    batches: Iterable[pa.RecordBatch], content_col: str, fetch_from: str | None, rows: int
+) -> Iterator[tuple[pa.RecordBatch, pa.Array, pa.Array | None]]:
+    """``(slice, content, read errors)`` of the input: ``content_col``, or the files
+    named in ``fetch_from`` read here, next to the decoder; bounded in rows and bytes."""
+    for big in batches:
+        if fetch_from is not None:
+            yield from _fetched_slices(big, fetch_from, rows)
+            continue
+        column = big.column(_field_index(big.schema, content_col))
+        sizes = _value_sizes(column) if big.num_rows > 1 else None
+        for batch in _slices(big, rows, sizes):
+            yield batch, batch.column(_field_index(batch.schema, content_col)), None
 
 
 def embed_batches(
@@ -268,93 +374,24 @@ def embed_batches(
     error_col: str,
     stats_acc: Any = None,
     fetch_from: str | None = None,
+    resize: str = "exact",
 ) -> Iterator[pa.RecordBatch]:
     """The ``mapInArrow`` body of ``featurize`` (runs on executors)."""
-    embedder = _get_embedder(ref, _task_threads(threads), batch_size)
+    embedder = _embedder_soon(ref, _task_threads(threads), batch_size, resize)
     stats: PCAStats | None = None
     # Bound memory (decoded tensors) whatever spark.sql.execution.arrow.maxRecordsPerBatch is.
     chunk_rows = max(batch_size * 8, 256)
-    index = 0
-    for big in batches:
-        for batch in _slices(big, chunk_rows):
-            _fault_point("featurize", index)
-            index += 1
-            features, errors = _embed_one(
-                embedder, batch, content_col=content_col, fetch_from=fetch_from
-            )
-            if stats_acc is not None and len(features) > features.null_count:
-                if stats is None:
-                    stats = PCAStats(features.type.list_size)
-                stats.update(features)
-            arrays = [*_columns(batch, keep), _as_float_list(features), errors]
-            yield pa.RecordBatch.from_arrays(arrays, names=[*keep, output_col, error_col])
+    for index, (batch, content, read_errors) in enumerate(
+        _input_slices(batches, content_col, fetch_from, chunk_rows)
+    ):
+        _fault_point("featurize", index)
+        features, errors = _embed_one(embedder.result(), content, read_errors)
+        if stats_acc is not None and len(features) > features.null_count:
+            if stats is None:
+                stats = PCAStats(features.type.list_size)
+            stats.update(features)
+        arrays = [*_columns(batch, keep), _as_float_list(features), errors]
+        yield pa.RecordBatch.from_arrays(arrays, names=[*keep, output_col, error_col])
     if stats_acc is not None:  # the whole partition went through: report it once
         blob = stats.to_bytes() if stats is not None else None
         stats_acc.add(StatsValue({_partition_id()}, blob))
-
-
-# --------------------------------------------------------------------------------------
-# PCA
-# --------------------------------------------------------------------------------------
-
-
-def stats_batches(
-    batches: Iterable[pa.RecordBatch], *, input_col: str, dim: int
-) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow`` body of ``pca_stats``: one row of stats bytes per partition."""
-    stats = PCAStats(dim)
-    for batch in batches:
-        column = batch.column(_field_index(batch.schema, input_col))
-        if len(column) - column.null_count:
-            stats.update(column)
-    if stats.count:
-        yield pa.RecordBatch.from_arrays([pa.array([stats.to_bytes()], pa.binary())], ["stats"])
-
-
-def merge_stats_bytes(a: bytes, b: bytes) -> bytes:
-    """Two serialised :class:`fruitlens.PCAStats`, merged (a tree-reduction step)."""
-    return PCAStats.from_bytes(a).merge(PCAStats.from_bytes(b)).to_bytes()
-
-
-def _cached_pca(text: str, digest: str) -> PCA:
-    pca = _PCA_MODELS.get(digest)
-    if pca is None:
-        pca = PCA.from_json(text)
-        _PCA_MODELS.clear()  # keep one: models can be large
-        _PCA_MODELS[digest] = pca
-    return pca
-
-
-def project_batches(
-    batches: Iterable[pa.RecordBatch],
-    *,
-    text: str,
-    digest: str,
-    input_col: str,
-    keep: list[str],
-    output_col: str,
-) -> Iterator[pa.RecordBatch]:
-    """The ``mapInArrow`` body of ``transform_pca``: ``keep`` + the PCA scores."""
-    pca = _cached_pca(text, digest)
-    for index, batch in enumerate(batches):
-        _fault_point("transform", index)
-        column = batch.column(_field_index(batch.schema, input_col))
-        projected = _as_float_list(pca.transform_arrow(column))
-        yield pa.RecordBatch.from_arrays(
-            [*_columns(batch, keep), projected], names=[*keep, output_col]
-        )
-
-
-# --------------------------------------------------------------------------------------
-# Arrow I/O
-# --------------------------------------------------------------------------------------
-
-
-def ipc_batches(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow`` body of ``collect_arrow_batches``: each batch as one row of
-    Arrow IPC bytes (column ``ipc``)."""
-    for batch in batches:
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, batch.schema) as writer:
-            writer.write_batch(batch)
-        yield pa.record_batch({"ipc": pa.array([sink.getvalue().to_pybytes()], pa.binary())})

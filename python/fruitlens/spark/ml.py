@@ -62,8 +62,13 @@ class ImageEmbedder(
 
     Params: ``inputCol`` (binary image bytes, default ``content``), ``outputCol``
     (default ``features``), ``errorCol`` (default ``error``), ``modelPath``,
-    ``batchSize`` (default 4), ``threads`` (0 = the task's CPUs) and
-    ``dropInputCol`` (default True).
+    ``batchSize`` (default 4), ``threads`` (0 = the task's CPUs),
+    ``dropInputCol`` (default True) and ``resize`` (``"exact"``, default, or ``"fast"``).
+
+    Transforming the same input again with the same params gives the same DataFrame
+    when the first result is cached, as :class:`FeaturePCA` ``.fit`` does in a
+    ``Pipeline``: ``PipelineModel.transform`` then reads the features embedded during
+    the fit instead of embedding every image again.
     """
 
     errorCol: Param[str] = Param(
@@ -96,6 +101,13 @@ class ImageEmbedder(
         "drop the image bytes column from the output",
         typeConverter=TypeConverters.toBoolean,
     )
+    resize: Param[str] = Param(
+        Params._dummy(),
+        "resize",
+        'how images are resized: "exact" (as Pillow/Keras) or "fast" (large images '
+        "reduced cheaply first)",
+        typeConverter=TypeConverters.toString,
+    )
 
     @keyword_only
     def __init__(
@@ -108,6 +120,7 @@ class ImageEmbedder(
         batchSize: int = DEFAULT_BATCH_SIZE,
         threads: int = 0,
         dropInputCol: bool = True,
+        resize: str = "exact",
     ) -> None:
         super().__init__()
         self._setDefault(
@@ -117,6 +130,7 @@ class ImageEmbedder(
             batchSize=DEFAULT_BATCH_SIZE,
             threads=0,
             dropInputCol=True,
+            resize="exact",
         )
         self.setParams(**self._input_kwargs)
 
@@ -131,6 +145,7 @@ class ImageEmbedder(
         batchSize: int = DEFAULT_BATCH_SIZE,
         threads: int = 0,
         dropInputCol: bool = True,
+        resize: str = "exact",
     ) -> ImageEmbedder:
         return self._set(**self._input_kwargs)
 
@@ -152,6 +167,12 @@ class ImageEmbedder(
     def setThreads(self, value: int) -> ImageEmbedder:
         return self._set(threads=value)
 
+    def setResize(self, value: str) -> ImageEmbedder:
+        return self._set(resize=value)
+
+    def getResize(self) -> str:
+        return self.getOrDefault(self.resize)
+
     def getErrorCol(self) -> str:
         return self.getOrDefault(self.errorCol)
 
@@ -167,7 +188,11 @@ class ImageEmbedder(
     def _transform(self, dataset: DataFrame) -> DataFrame:
         if not self.isDefined(self.modelPath):
             raise ModelError("ImageEmbedder: set modelPath to an ONNX model file")
-        return featurize(
+        params = tuple(sorted((p.name, repr(v)) for p, v in self.extractParamMap().items()))
+        last = getattr(self, "_last", None)
+        if last is not None and last[0] == params and _reusable(last[1], last[2], dataset):
+            return last[2]
+        out = featurize(
             dataset,
             model=self.getModelPath(),
             content_col=self.getInputCol(),
@@ -176,7 +201,21 @@ class ImageEmbedder(
             batch_size=self.getBatchSize(),
             threads=self.getThreads() or None,
             keep_content=not self.getOrDefault(self.dropInputCol),
+            resize=self.getResize(),
         )
+        self._last = (params, dataset, out)
+        return out
+
+
+def _reusable(before: DataFrame, out: DataFrame, dataset: DataFrame) -> bool:
+    """Whether ``out`` (the features of ``before``, cached) serves for ``dataset``."""
+    level = out.storageLevel
+    if not (level.useMemory or level.useDisk):
+        return False
+    try:
+        return dataset is before or bool(dataset.sameSemantics(before))
+    except Exception:  # another session, or a plan that cannot be compared
+        return False
 
 
 class _PCAParams(HasInputCol, HasOutputCol):
