@@ -241,13 +241,16 @@ def test_missing_java(fruit_images: Path, tmp_path: Path, onnx_224: Path, monkey
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(cli.CLIError, match="Java not found"):
         _session.check_java()
-    # end to end, in a fresh process (no active Spark session there)
+    # end to end, in a fresh process (no active Spark session there); the native engine
+    # needs no Java (tests/test_engine.py)
     result = _run_cli(
         "run",
         str(fruit_images),
         str(tmp_path / "out"),
         "--model",
         str(onnx_224),
+        "--engine",
+        "spark",
         JAVA_HOME=str(tmp_path / "no-jdk"),
     )
     assert result.returncode == 1

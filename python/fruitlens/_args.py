@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 
 from ._common import IO_MODES
-from ._core import DEFAULT_BATCH_SIZE
+from ._core import DEFAULT_BATCH_SIZE, RESIZE_MODES
 from ._errors import PCAError
 from ._k import parse_k
 from ._native import MAX_SIZE, MAX_THREADS_CAP
+from ._native_run import ENGINES
 from .spark._train import DEFAULT_MAX_ITER, DEFAULT_REG_PARAM
 
 __all__ = [
@@ -88,6 +89,21 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument("input", metavar="INPUT", help="folder/URI of images (label = folder)")
     parser.add_argument("output", metavar="OUTPUT", help="Parquet output folder/URI")
     _add_compute_arguments(parser)
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="auto",
+        help="native = this machine, no Spark or Java; spark = a Spark session (clusters, "
+        "spark-submit, Hadoop URIs, globs); auto (default) = native for a local folder or "
+        "an s3:// / gs:// prefix without --master outside a Spark application, else spark",
+    )
+    parser.add_argument(
+        "--resize",
+        choices=RESIZE_MODES,
+        default="exact",
+        help="exact (default) = Pillow/Keras bit for bit; fast = large images reduced "
+        "cheaply first (JPEG DCT scaling), much faster on photos, features slightly differ",
+    )
     _add_run_flags(parser)
     return parser
 
@@ -170,7 +186,10 @@ def _add_compute_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"images per inference run (default {DEFAULT_BATCH_SIZE})",
     )
     parser.add_argument(
-        "--threads", type=threads_arg, help="threads per task (default: the task's CPUs)"
+        "--threads",
+        type=threads_arg,
+        help="threads per task (default: the task's CPUs); native engine: embedding "
+        "threads in all (default: one per core)",
     )
 
 

@@ -51,14 +51,15 @@ def format_summary(summary: dict[str, Any]) -> str:
     stages = summary["stages"]
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(summary["error_kinds"].items()))
     pca_file = _uri.join(summary["output"], PCA_FILE)
+    start = summary.get("seconds_spark_start")
+    engine = "native engine" if start is None else f"Spark start {start:.1f} s"
     lines = [
         f"images      {summary['images']} ({summary['errors']} errors"
         + (f": {kinds}" if kinds else "")
         + ")",
         f"pca         k={summary['k']}, explained variance {summary['explained_variance']:.4f}",
         f"time        {summary['seconds']:.1f} s total, {summary['seconds_pipeline']:.1f} s "
-        f"pipeline ({summary['images_per_s']} images/s), Spark start "
-        f"{summary['seconds_spark_start']:.1f} s",
+        f"pipeline ({summary['images_per_s']} images/s), {engine}",
         "stages      " + ", ".join(f"{name} {sec:.1f} s" for name, sec in stages.items()),
         f"output      {summary['output']} (PCA: {pca_file})",
     ]

@@ -10,7 +10,10 @@ transform + write into the output's staging place — and the commit, which publ
 the output all at once (:mod:`fruitlens.output`) with its ``_summary.json``.
 
 pyspark is imported only when the Spark stages run, so that ``fruitlens --help`` and the
-early checks need no Spark.
+early checks need no Spark. ``config.engine`` (``--engine``) picks the engine:
+``native`` runs the same steps on this machine without Spark or Java
+(:mod:`fruitlens._native_run`); ``auto`` takes it for local folders and object stores
+when no ``--master`` or session is given (:func:`fruitlens._native_run.choose_engine`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from ._core import DEFAULT_BATCH_SIZE
 from ._errors import CLIError
 from ._faults import kill_point
 from ._logs import PROG, open_run_log
+from ._native_run import choose_engine, run_native
 from ._pca import PCA
 from ._preflight import check_input, check_model, local_path, output_target
 from ._progress import SparkProgress
@@ -74,6 +78,8 @@ class RunConfig:
     io: str = "auto"
     progress: bool = True
     verbose: bool = False
+    engine: str = "auto"
+    resize: str = "exact"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunConfig:
@@ -88,12 +94,17 @@ class RunConfig:
 # --------------------------------------------------------------------------------------
 
 
-def check_inputs(config: RunConfig) -> tuple[OutputTarget | None, str, int | None]:
-    """Every check that needs no Spark, in order: pyspark, input and output paths, the
-    output target, the model. Returns ``(target or None, model, size)``."""
-    _session._import_pyspark()
+def check_inputs(
+    config: RunConfig, engine: str = "spark"
+) -> tuple[OutputTarget | None, str, int | None]:
+    """Every check that needs no Spark, in order: pyspark (Spark engine only), input and
+    output paths, the output target, the model. Returns ``(target or None, model, size)``
+    (the native engine writes object stores through pyarrow: its target is never None)."""
+    if engine == "spark":
+        _session._import_pyspark()
     check_input(config.input, config.output)
-    target = output_target(config.output, io=config.io, overwrite=config.overwrite)
+    io = "arrow" if engine == "native" else config.io
+    target = output_target(config.output, io=io, overwrite=config.overwrite)
     model, size = check_model(config.model, config.size)
     return target, model, size
 
@@ -113,14 +124,19 @@ def run(
     """Run read → featurize → PCA fit → transform → write; return the summary dict.
 
     ``spark``: the session to use (default: the active or spark-submit one, else a new
-    local one, stopped at the end). ``log`` receives notes (default: stderr).
+    local one, stopped at the end; a given session means the Spark engine unless
+    ``config.engine`` is ``"native"``). ``log`` receives notes (default: stderr).
 
     Raises:
         FruitlensError: for every expected failure (message says what to do).
     """
     t_start = time.perf_counter()
-    target, model, size = check_inputs(config)
+    engine = choose_engine(config, spark)
+    target, model, size = check_inputs(config, engine)
     log_file = open_run_log(config.verbose)
+    if engine == "native":  # no Spark, no JVM (fruitlens._native_run)
+        assert target is not None
+        return run_native(config, target, model, size, t_start, say=log or _print_note)
     created = False
     if spark is None:
         spark, created = _session.get_session(config.master, log_file=log_file)
@@ -236,6 +252,7 @@ def _featurize(r: _Run, cleanup: contextlib.ExitStack) -> _Featurized:
             batch_size=r.config.batch_size,
             threads=r.config.threads,
             stats=collected,
+            resize=r.config.resize,
             **source,
         ).persist(StorageLevel.MEMORY_AND_DISK)
         cleanup.callback(features.unpersist)
@@ -352,6 +369,8 @@ def _summary(
         "spark_version": r.spark.version,
         "partitions": r.config.partitions,
         "batch_size": r.config.batch_size,
+        "engine": "spark",
+        "resize": r.config.resize,
     }
 
 

@@ -1,0 +1,239 @@
+"""``fruitlens run`` without Spark (``--engine native``): one machine, no JVM.
+
+The same run as the Spark engine (:mod:`fruitlens.pipeline`): list → featurize (PCA
+statistics on the way; :mod:`fruitlens._native_embed`) → PCA fit → transform + write
+Parquet through the same :class:`fruitlens.output.OutputTarget` (staging + atomic
+commit), with the same Arrow schema, ``_pca/pca.json`` and ``_summary.json`` (plus
+``"engine": "native"``), the same per-row errors and one-line failures. pyspark is never
+imported and no Java is needed.
+
+``--engine auto`` (:func:`choose_engine`) takes this engine for local folders and
+``s3://``/``gs://`` object stores when no ``--master`` is given and the process is not
+a Spark application (spark-submit, a notebook's active session).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Callable
+
+import pyarrow as pa
+
+from . import _uri
+from ._common import IMAGE_EXTENSIONS, has_glob
+from ._errors import CLIError
+from ._faults import kill_point
+from ._native_embed import Featurized, NativeProgress, featurize, list_input, worker_layout
+from ._pca import PCA
+from ._preflight import local_path
+from ._report import all_failed
+from .output import PCA_FILE, SUMMARY_FILE, OutputTarget
+
+if TYPE_CHECKING:
+    from .pipeline import RunConfig
+
+__all__ = ["ENGINES", "OUTPUT_SCHEMA", "choose_engine", "in_spark_application", "run_native"]
+
+#: The ``--engine`` choices.
+ENGINES: tuple[str, ...] = ("auto", "native", "spark")
+#: Object-store schemes the native engine reads and writes (through pyarrow); ``s3a://``
+#: and Hadoop URIs are Spark's.
+_NATIVE_SCHEMES = ("s3", "gs", "gcs")
+#: What ``--engine native`` accepts when asked for explicitly.
+_EXPLICIT_SCHEMES = (*_NATIVE_SCHEMES, "s3a")
+
+_FLOAT_LIST = pa.list_(pa.field("element", pa.float32(), nullable=True))
+#: The Arrow schema of the Parquet that ``fruitlens run`` writes (both engines).
+OUTPUT_SCHEMA = pa.schema(
+    [
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("label", pa.string()),
+        pa.field("features", _FLOAT_LIST),
+        pa.field("pca", _FLOAT_LIST),
+        pa.field("error", pa.string()),
+    ]
+)
+_STAGES = {"featurize": "featurize", "pca_fit": "PCA fit", "transform_write": "transform+write"}
+
+
+# --------------------------------------------------------------------------------------
+# Which engine
+# --------------------------------------------------------------------------------------
+
+
+def in_spark_application() -> bool:
+    """True inside spark-submit / a pyspark shell, or when this process already has an
+    active SparkContext (pyspark is only looked at if it is imported already)."""
+    if os.environ.get("SPARK_ENV_LOADED") or os.environ.get("PYSPARK_GATEWAY_PORT"):
+        return True
+    context = sys.modules.get("pyspark.context")
+    active = getattr(getattr(context, "SparkContext", None), "_active_spark_context", None)
+    return active is not None
+
+
+def _native_input(uri: str) -> bool:
+    """A local folder/file (not a glob pattern) or an object store pyarrow reads."""
+    if _uri.is_local(uri):
+        return not has_glob(uri) or os.path.lexists(local_path(uri))
+    return _uri.scheme(uri) in _NATIVE_SCHEMES
+
+
+def _native_output(uri: str) -> bool:
+    return _uri.is_local(uri) or _uri.scheme(uri) in _NATIVE_SCHEMES
+
+
+def choose_engine(config: RunConfig, spark: Any = None) -> str:
+    """``"native"`` or ``"spark"`` for ``config.engine`` (``auto``: see the module doc;
+    a given ``spark`` session, ``--master``, ``--io spark``, globs and Hadoop URIs mean
+    Spark). :class:`CLIError` if ``--engine native`` cannot do the run."""
+    engine = config.engine
+    if engine not in ENGINES:
+        raise CLIError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "native":
+        for what, uri in (("reads", config.input), ("writes", config.output)):
+            glob = what == "reads" and not _native_input(uri) and _uri.is_local(uri)
+            if glob or not (_uri.is_local(uri) or _uri.scheme(uri) in _EXPLICIT_SCHEMES):
+                raise CLIError(
+                    f"--engine native {what} local folders and s3:// or gs:// object "
+                    f"stores, not {uri} (globs and Hadoop URIs need --engine spark)"
+                )
+        return "native"
+    if engine == "spark" or spark is not None or config.master or config.io == "spark":
+        return "spark"
+    if not (_native_input(config.input) and _native_output(config.output)):
+        return "spark"
+    return "spark" if in_spark_application() else "native"
+
+
+# --------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _stage(name: str, progress: NativeProgress, stages: dict[str, float]) -> Iterator[None]:
+    progress.phase(_STAGES[name])
+    t0 = time.perf_counter()
+    yield
+    stages[name] = time.perf_counter() - t0
+
+
+def run_native(
+    config: RunConfig,
+    target: OutputTarget,
+    model: str,
+    size: int | None,
+    t_start: float,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """The run on this machine (checks done: ``target`` prepared, ``model`` checked);
+    returns the summary. On any failure what this run wrote is removed and the
+    previous output stays."""
+    stages: dict[str, float] = {}
+    spill_dir = tempfile.mkdtemp(prefix="fruitlens-native-")
+    try:
+        refs = list_input(config.input)
+        with NativeProgress(len(refs), enabled=config.progress) as progress:
+            with _stage("featurize", progress, stages):
+                kill_point("featurize")
+                feats = featurize(
+                    refs,
+                    os.path.join(spill_dir, "rows.arrow"),
+                    model=model,
+                    batch_size=config.batch_size,
+                    threads=config.threads,
+                    resize=config.resize,
+                    progress=progress,
+                )
+            _check_counts(config, feats)
+            with _stage("pca_fit", progress, stages):
+                assert feats.stats is not None
+                pca = PCA(config.k).fit_stats(feats.stats)
+            with _stage("transform_write", progress, stages):
+                _transform_and_write(config, target, feats, pca)
+        summary = _summary(config, model, size, feats, pca, stages, t_start)
+        target.write_text(SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+        target.commit()
+        return summary
+    except BaseException:
+        target.abort()  # what this run wrote; never the previous output
+        raise
+    finally:
+        shutil.rmtree(spill_dir, ignore_errors=True)
+
+
+def _check_counts(config: RunConfig, feats: Featurized) -> None:
+    """The one-line errors of the Spark engine: no images, every image failed."""
+    if feats.images == 0:
+        exts = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+        raise CLIError(f"no images found under {config.input} (looked for {exts} files, any case)")
+    if feats.errors == feats.images:
+        raise CLIError(all_failed(feats.images, feats.error_kinds, feats.samples))
+
+
+def _output_batches(feats: Featurized, pca: PCA) -> Iterator[pa.RecordBatch]:
+    for batch in feats.batches():
+        features = batch.column(2)
+        projected = pca.transform_arrow(features).cast(_FLOAT_LIST)
+        columns = [batch.column(0), batch.column(1), features.cast(_FLOAT_LIST), projected]
+        yield pa.RecordBatch.from_arrays([*columns, batch.column(3)], schema=OUTPUT_SCHEMA)
+
+
+def _transform_and_write(
+    config: RunConfig, target: OutputTarget, feats: Featurized, pca: PCA
+) -> None:
+    """Project and write the rows as a few Parquet parts (one per worker, or
+    ``--partitions``), then the PCA, into the target's staging place."""
+    parts = config.partitions or worker_layout(config.threads)[0]
+    rows_per_file = max(1, -(-feats.images // parts))
+    target.write_parquet(
+        _output_batches(feats, pca), schema=OUTPUT_SCHEMA, rows_per_file=rows_per_file
+    )
+    target.write_text(PCA_FILE, pca.to_json())
+
+
+def _summary(
+    config: RunConfig,
+    model: str,
+    size: int | None,
+    feats: Featurized,
+    pca: PCA,
+    stages: dict[str, float],
+    t_start: float,
+) -> dict[str, Any]:
+    """The ``_summary.json`` of a native run: the Spark engine's keys (``master``,
+    ``spark_version`` and ``seconds_spark_start`` null)."""
+    pipeline = sum(stages.values())
+    pca_summary = pca.summary()
+    return {
+        "input": config.input,
+        "output": config.output,
+        "model": model,
+        "size": size,
+        "images": feats.images,
+        "errors": feats.errors,
+        "error_kinds": feats.error_kinds,
+        "k": pca_summary["k"],
+        "k_rule": pca_summary["k_rule"],
+        "explained_variance": pca_summary["explained_variance"],
+        "pca_samples": pca_summary["n_samples"],
+        "pca_statistics": "featurize pass",
+        "seconds": round(time.perf_counter() - t_start, 3),
+        "seconds_pipeline": round(pipeline, 3),
+        "seconds_spark_start": None,
+        "images_per_s": round(feats.images / pipeline, 2) if pipeline > 0 else None,
+        "stages": {name: round(sec, 3) for name, sec in stages.items()},
+        "master": None,
+        "spark_version": None,
+        "partitions": config.partitions,
+        "batch_size": config.batch_size,
+        "engine": "native",
+        "resize": config.resize,
+    }
