@@ -22,10 +22,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FETCH_FROM_KEY",
+    "PARTITIONS_KEY",
     "TASKS_PER_CORE",
     "default_partitions",
     "fetch_source",
     "is_lazy",
+    "known_partitions",
     "listing_frame",
     "listing_schema",
     "with_lazy_content",
@@ -34,6 +36,9 @@ __all__ = [
 #: Column metadata of :func:`read_images`' lazy ``content``: the column of paths the
 #: bytes are read from. ``featurize`` reads that column in its own tasks instead.
 FETCH_FROM_KEY = "fruitlens.fetch_from"
+#: Column metadata of a :func:`listing_frame`'s ``path``: its number of partitions, so
+#: that ``featurize`` need not plan the query (a broadcast job) to learn it.
+PARTITIONS_KEY = "fruitlens.partitions"
 #: Default partitions per core of :func:`fruitlens.spark.read_images` (as ``fruitlens
 #: run``): two keep a core busy while the other's task starts or ends.
 TASKS_PER_CORE = 2
@@ -106,7 +111,19 @@ def listing_frame(
     n_parts = partitions or max(1, min(len(refs), wanted))
     ids = spark.range(0, len(refs), 1, n_parts).withColumnRenamed("id", _ROW)
     listing = F.broadcast(_local_rows(spark, refs, True))
-    return ids.join(listing, _ROW).select(*listing_schema().names)
+    names = listing_schema().names
+    path = F.col("path").alias("path", metadata={PARTITIONS_KEY: n_parts})
+    return ids.join(listing, _ROW).select(path, *names[1:])
+
+
+def known_partitions(df: DataFrame) -> int | None:
+    """The partition count a :func:`listing_frame` recorded in ``df``'s metadata (it
+    follows selections and filters; a repartition keeps it, so it is a hint), or None."""
+    for f in df.schema.fields:
+        value = f.metadata.get(PARTITIONS_KEY)
+        if isinstance(value, int):
+            return value
+    return None
 
 
 def with_lazy_content(df: DataFrame, error_col: str, path_col: str = "path") -> DataFrame:

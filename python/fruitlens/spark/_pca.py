@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from .._common import FEATURE_DIM, sha256_bytes
 from .._errors import PCAError
 from .._pca import PCA, PCAStats
+from ._lazy import known_partitions
 from ._task_pca import merge_stats_bytes, project_batches, stats_batches
 from ._tasks import StatsParam, StatsValue
 
@@ -95,7 +96,11 @@ def auto_stats(df_in: DataFrame, *, limit: bool = True) -> FeatureStats | None:
     Connect (no accumulators) and, with ``limit``, above :data:`AUTO_STATS_PARTITIONS`."""
     try:
         jdf = df_in._jdf  # classic PySpark only
-        if limit and jdf.rdd().getNumPartitions() > AUTO_STATS_PARTITIONS:
+        # read_images' listing records its partitions: planning it would run a job
+        parts = known_partitions(df_in) if limit else None
+        if limit and parts is None:
+            parts = jdf.rdd().getNumPartitions()
+        if limit and parts is not None and parts > AUTO_STATS_PARTITIONS:
             return None
         return FeatureStats(df_in.sparkSession)
     except Exception:  # Spark Connect: no SparkContext, no accumulators
