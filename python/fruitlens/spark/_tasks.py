@@ -40,7 +40,7 @@ _FLOAT_LIST = pa.list_(pa.field("element", pa.float32(), nullable=True))
 
 #: Image bytes embedded per slice of a batch, at most (and at least one image): with
 #: 12-Mpx photos a 256-row batch would hold about a gigabyte of bytes.
-MAX_SLICE_BYTES = 64 << 20
+MAX_SLICE_BYTES = 16 << 20
 #: Files read at once (threads) when ``featurize`` fetches them itself.
 _FETCH_GROUP = 16
 
