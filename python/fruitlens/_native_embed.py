@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from ._core import Embedder
 from ._errors import FruitlensError
 from ._listing import ImageRef, find_images
 from ._pca import PCAStats
+from ._progress import ProgressLine
 
 __all__ = ["Featurized", "NativeProgress", "featurize", "list_input", "worker_layout"]
 
@@ -64,61 +64,25 @@ def worker_layout(threads: int | None) -> tuple[int, int]:
     return max(1, int(threads or cores)), 1
 
 
-class NativeProgress:
-    """``[phase 12s] 1200/2624 images, 205 images/s`` on stderr: rewritten in place on a
-    terminal, one line every ``every`` seconds otherwise."""
+class NativeProgress(ProgressLine):
+    """``[featurize 12s] 1200/2624 images, 205 images/s`` on stderr while the featurize
+    pass runs (:class:`fruitlens._progress.ProgressLine`)."""
 
     def __init__(self, total: int, *, enabled: bool, stream: TextIO | None = None) -> None:
+        super().__init__(stream=stream, enabled=enabled)
         self.total = total
         self.done = 0
-        self._stream = stream if stream is not None else sys.stderr
-        self._tty = bool(getattr(self._stream, "isatty", lambda: False)())
-        self._enabled = enabled
-        self._phase, self._start = "", time.monotonic()
-        self._stop = threading.Event()
-        self._last_len, self._last_print = 0, time.monotonic()
-        self._thread: threading.Thread | None = None
-
-    def phase(self, name: str) -> None:
-        self._clear()
-        self._phase, self._start = name, time.monotonic()
 
     def add(self, n: int) -> None:
         self.done += n  # one writer at a time (under the pass's lock)
 
-    def __enter__(self) -> NativeProgress:
-        if self._enabled:
-            self._thread = threading.Thread(target=self._run, name="fruitlens-progress")
-            self._thread.daemon = True
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._clear()
-
-    def _clear(self) -> None:
-        if self._tty and self._last_len:
-            self._stream.write("\r" + " " * self._last_len + "\r")
-            self._stream.flush()
-            self._last_len = 0
-
     def line(self) -> str:
-        elapsed = time.monotonic() - self._start
+        elapsed = time.monotonic() - self._phase_start
         rate = f", {self.done / elapsed:.0f} images/s" if elapsed > 0 and self.done else ""
         return f"[{self._phase} {elapsed:5.0f}s] {self.done}/{self.total} images{rate}"
 
-    def _run(self) -> None:
-        every = 0.5 if self._tty else 10.0
-        while not self._stop.wait(0.5):
-            if self._phase != "featurize" or time.monotonic() - self._last_print < every:
-                continue
-            text = self.line()
-            self._stream.write("\r" + text.ljust(self._last_len) if self._tty else text + "\n")
-            self._stream.flush()
-            self._last_len, self._last_print = len(text), time.monotonic()
+    def _line(self) -> str | None:
+        return self.line() if self._phase == "featurize" else None
 
 
 @dataclass

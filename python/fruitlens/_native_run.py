@@ -33,7 +33,7 @@ from ._faults import kill_point
 from ._native_embed import Featurized, NativeProgress, featurize, list_input, worker_layout
 from ._pca import PCA
 from ._preflight import local_path
-from ._report import all_failed
+from ._report import all_failed, run_summary
 from .output import PCA_FILE, SUMMARY_FILE, OutputTarget
 
 if TYPE_CHECKING:
@@ -210,30 +210,17 @@ def _summary(
 ) -> dict[str, Any]:
     """The ``_summary.json`` of a native run: the Spark engine's keys (``master``,
     ``spark_version`` and ``seconds_spark_start`` null)."""
-    pipeline = sum(stages.values())
-    pca_summary = pca.summary()
-    return {
-        "input": config.input,
-        "output": config.output,
-        "model": model,
-        "size": size,
-        "images": feats.images,
-        "errors": feats.errors,
-        "error_kinds": feats.error_kinds,
-        "k": pca_summary["k"],
-        "k_rule": pca_summary["k_rule"],
-        "explained_variance": pca_summary["explained_variance"],
-        "pca_samples": pca_summary["n_samples"],
-        "pca_statistics": "featurize pass",
-        "seconds": round(time.perf_counter() - t_start, 3),
-        "seconds_pipeline": round(pipeline, 3),
-        "seconds_spark_start": None,
-        "images_per_s": round(feats.images / pipeline, 2) if pipeline > 0 else None,
-        "stages": {name: round(sec, 3) for name, sec in stages.items()},
-        "master": None,
-        "spark_version": None,
-        "partitions": config.partitions,
-        "batch_size": config.batch_size,
-        "engine": "native",
-        "resize": config.resize,
-    }
+    return run_summary(
+        config,
+        model,
+        size,
+        feats,
+        pca,
+        stages,
+        t_start,
+        pca_statistics="featurize pass",
+        seconds_spark_start=None,
+        master=None,
+        spark_version=None,
+        engine="native",
+    )

@@ -1,8 +1,10 @@
-"""A progress line for Spark jobs, from ``SparkContext.statusTracker()``.
+"""Progress lines on stderr while a run works: one base (:class:`ProgressLine`) that a
+daemon thread redraws, and its two sources — Spark's status tracker
+(:class:`SparkProgress`: ``[phase] stage N: done/total tasks``) and the native engine's
+image count (``fruitlens._native_embed.NativeProgress``).
 
-A daemon thread polls the status tracker and writes ``[phase] stage N: done/total
-tasks`` to stderr: rewritten in place on a terminal, one line every ``every``
-seconds otherwise (logs, CI).
+On a terminal the line is rewritten in place; otherwise (logs, CI) one line is written
+every ``every`` seconds.
 """
 
 from __future__ import annotations
@@ -12,27 +14,22 @@ import threading
 import time
 from typing import Any, TextIO
 
-__all__ = ["SparkProgress"]
+__all__ = ["ProgressLine", "SparkProgress"]
 
 
-class SparkProgress:
-    """Report the progress of the active Spark stages while a block runs.
+class ProgressLine:
+    """A progress line redrawn by a daemon thread while a ``with`` block runs.
 
-    >>> with SparkProgress(spark.sparkContext) as progress:
-    ...     progress.phase("featurize")
-    ...     df.count()
-    """
+    Subclasses give :meth:`_line` (the text now, or None for nothing to show)."""
 
     def __init__(
         self,
-        sc: Any,
         *,
         stream: TextIO | None = None,
         interval: float = 0.5,
         every: float = 10.0,
         enabled: bool = True,
     ) -> None:
-        self._sc = sc
         self._stream = stream if stream is not None else sys.stderr
         self._interval = interval
         self._every = every
@@ -47,17 +44,13 @@ class SparkProgress:
         self._lock = threading.Lock()
 
     def phase(self, name: str) -> None:
-        """Name what runs now (shown in the progress line and as the job description)."""
+        """Name what runs now (shown in the progress line)."""
         with self._lock:
             self._clear()
             self._phase = name
             self._phase_start = time.monotonic()
-        try:
-            self._sc.setJobDescription(f"fruitlens: {name}")
-        except Exception:  # pragma: no cover - best effort
-            pass
 
-    def __enter__(self) -> SparkProgress:
+    def __enter__(self) -> Any:
         if self._enabled:
             self._thread = threading.Thread(target=self._run, name="fruitlens-progress")
             self._thread.daemon = True
@@ -77,21 +70,8 @@ class SparkProgress:
             self._stream.flush()
             self._last_len = 0
 
-    def _line(self) -> str | None:
-        tracker = self._sc.statusTracker()
-        parts = []
-        for stage_id in sorted(tracker.getActiveStageIds()):
-            info = tracker.getStageInfo(stage_id)
-            if info is None:
-                continue
-            running = f", {info.numActiveTasks} running" if info.numActiveTasks else ""
-            parts.append(
-                f"stage {stage_id}: {info.numCompletedTasks}/{info.numTasks} tasks{running}"
-            )
-        if not parts:
-            return None
-        elapsed = time.monotonic() - self._phase_start
-        return f"[{self._phase or 'spark'} {elapsed:5.0f}s] " + "; ".join(parts)
+    def _line(self) -> str | None:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
@@ -111,3 +91,40 @@ class SparkProgress:
                     self._stream.write(line + "\n")
                     self._stream.flush()
                     self._last_print = time.monotonic()
+
+
+class SparkProgress(ProgressLine):
+    """Report the progress of the active Spark stages while a block runs.
+
+    >>> with SparkProgress(spark.sparkContext) as progress:
+    ...     progress.phase("featurize")
+    ...     df.count()
+    """
+
+    def __init__(self, sc: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._sc = sc
+
+    def phase(self, name: str) -> None:
+        """Name what runs now (shown in the progress line and as the job description)."""
+        super().phase(name)
+        try:
+            self._sc.setJobDescription(f"fruitlens: {name}")
+        except Exception:  # pragma: no cover - best effort
+            pass
+
+    def _line(self) -> str | None:
+        tracker = self._sc.statusTracker()
+        parts = []
+        for stage_id in sorted(tracker.getActiveStageIds()):
+            info = tracker.getStageInfo(stage_id)
+            if info is None:
+                continue
+            running = f", {info.numActiveTasks} running" if info.numActiveTasks else ""
+            parts.append(
+                f"stage {stage_id}: {info.numCompletedTasks}/{info.numTasks} tasks{running}"
+            )
+        if not parts:
+            return None
+        elapsed = time.monotonic() - self._phase_start
+        return f"[{self._phase or 'spark'} {elapsed:5.0f}s] " + "; ".join(parts)

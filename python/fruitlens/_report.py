@@ -6,12 +6,13 @@ pyspark is imported only where a DataFrame is counted, so the CLI imports this w
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from . import _uri
 from ._manifest import PCA_FILE
 
-__all__ = ["all_failed", "error_kinds", "format_summary"]
+__all__ = ["all_failed", "error_kinds", "format_summary", "run_summary"]
 
 
 def error_kinds(features: Any) -> tuple[dict[str, int], dict[str, str]]:
@@ -64,3 +65,47 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"output      {summary['output']} (PCA: {pca_file})",
     ]
     return "\n".join(lines)
+
+
+def run_summary(
+    config: Any,
+    model: str,
+    size: int | None,
+    counts: Any,
+    pca: Any,
+    stages: dict[str, float],
+    t_start: float,
+    **engine: Any,
+) -> dict[str, Any]:
+    """``_summary.json`` of a run, for both engines: ``config`` is the run's
+    ``RunConfig``, ``counts`` has ``images``, ``errors`` and ``error_kinds``,
+    ``stages`` the seconds of each stage, ``t_start`` when the run started
+    (``perf_counter``); ``engine`` gives ``pca_statistics``, ``seconds_spark_start``,
+    ``master``, ``spark_version`` and ``engine`` (the keys are the same for both)."""
+    pipeline = sum(stages.values())
+    pca_summary = pca.summary()
+    return {
+        "input": config.input,
+        "output": config.output,
+        "model": model,
+        "size": size,
+        "images": counts.images,
+        "errors": counts.errors,
+        "error_kinds": counts.error_kinds,
+        "k": pca_summary["k"],
+        "k_rule": pca_summary["k_rule"],
+        "explained_variance": pca_summary["explained_variance"],
+        "pca_samples": pca_summary["n_samples"],
+        "pca_statistics": engine["pca_statistics"],
+        "seconds": round(time.perf_counter() - t_start, 3),
+        "seconds_pipeline": round(pipeline, 3),
+        "seconds_spark_start": engine["seconds_spark_start"],
+        "images_per_s": round(counts.images / pipeline, 2) if pipeline > 0 else None,
+        "stages": {name: round(sec, 3) for name, sec in stages.items()},
+        "master": engine["master"],
+        "spark_version": engine["spark_version"],
+        "partitions": config.partitions,
+        "batch_size": config.batch_size,
+        "engine": engine["engine"],
+        "resize": config.resize,
+    }

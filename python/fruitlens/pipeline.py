@@ -39,7 +39,7 @@ from ._native_run import choose_engine, run_native
 from ._pca import PCA
 from ._preflight import check_input, check_model, local_path, output_target
 from ._progress import SparkProgress
-from ._report import all_failed, error_kinds, format_summary
+from ._report import all_failed, error_kinds, format_summary, run_summary
 from ._session import TASKS_PER_CORE, SqlConf, file_splits
 from .output import PCA_FILE, SUMMARY_FILE, OutputTarget
 
@@ -344,34 +344,20 @@ def _summary(
 ) -> dict[str, Any]:
     """The run's ``_summary.json`` (``times``: when the run and its session started)."""
     t_start, t_session = times
-    total = time.perf_counter() - t_start
-    pipeline = sum(r.stages.values())
-    pca_summary = pca.summary()
-    return {
-        "input": r.config.input,
-        "output": r.config.output,
-        "model": r.model,
-        "size": r.size,
-        "images": feats.images,
-        "errors": feats.errors,
-        "error_kinds": feats.error_kinds,
-        "k": pca_summary["k"],
-        "k_rule": pca_summary["k_rule"],
-        "explained_variance": pca_summary["explained_variance"],
-        "pca_samples": pca_summary["n_samples"],
-        "pca_statistics": stats_source,
-        "seconds": round(total, 3),
-        "seconds_pipeline": round(pipeline, 3),
-        "seconds_spark_start": round(t_session - t_start, 3),
-        "images_per_s": round(feats.images / pipeline, 2) if pipeline > 0 else None,
-        "stages": {name: round(sec, 3) for name, sec in r.stages.items()},
-        "master": r.spark.sparkContext.master,
-        "spark_version": r.spark.version,
-        "partitions": r.config.partitions,
-        "batch_size": r.config.batch_size,
-        "engine": "spark",
-        "resize": r.config.resize,
-    }
+    return run_summary(
+        r.config,
+        r.model,
+        r.size,
+        feats,
+        pca,
+        r.stages,
+        t_start,
+        pca_statistics=stats_source,
+        seconds_spark_start=round(t_session - t_start, 3),
+        master=r.spark.sparkContext.master,
+        spark_version=r.spark.version,
+        engine="spark",
+    )
 
 
 def commit(target: OutputTarget, summary: dict[str, Any]) -> None:
