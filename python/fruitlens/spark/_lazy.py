@@ -31,12 +31,13 @@ __all__ = [
     "listing_frame",
     "listing_schema",
     "with_lazy_content",
+    "with_partitions_hint",
 ]
 
 #: Column metadata of :func:`read_images`' lazy ``content``: the column of paths the
 #: bytes are read from. ``featurize`` reads that column in its own tasks instead.
 FETCH_FROM_KEY = "fruitlens.fetch_from"
-#: Column metadata of a :func:`listing_frame`'s ``path``: its number of partitions, so
+#: Column metadata of :func:`fruitlens.spark.read_images`' ``path``: its partitions, so
 #: that ``featurize`` need not plan the query (a broadcast job) to learn it.
 PARTITIONS_KEY = "fruitlens.partitions"
 #: Default partitions per core of :func:`fruitlens.spark.read_images` (as ``fruitlens
@@ -111,13 +112,16 @@ def listing_frame(
     n_parts = partitions or max(1, min(len(refs), wanted))
     ids = spark.range(0, len(refs), 1, n_parts).withColumnRenamed("id", _ROW)
     listing = F.broadcast(_local_rows(spark, refs, True))
-    names = listing_schema().names
-    path = F.col("path").alias("path", metadata={PARTITIONS_KEY: n_parts})
-    return ids.join(listing, _ROW).select(path, *names[1:])
+    return ids.join(listing, _ROW).select(*listing_schema().names)
+
+
+def with_partitions_hint(df: DataFrame, partitions: int) -> DataFrame:
+    """``df`` with its partition count in ``path``'s metadata (:func:`known_partitions`)."""
+    return df.withMetadata("path", {**df.schema["path"].metadata, PARTITIONS_KEY: partitions})
 
 
 def known_partitions(df: DataFrame) -> int | None:
-    """The partition count a :func:`listing_frame` recorded in ``df``'s metadata (it
+    """The partition count :func:`with_partitions_hint` recorded in ``df``'s metadata (it
     follows selections and filters; a repartition keeps it, so it is a hint), or None."""
     for f in df.schema.fields:
         value = f.metadata.get(PARTITIONS_KEY)

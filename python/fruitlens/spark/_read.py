@@ -23,7 +23,7 @@ from .._common import IMAGE_EXTENSIONS, first_line, has_glob, is_hidden
 from .._errors import FruitlensError
 from .._fs import use_arrow_io
 from .._listing import find_images, scan_local
-from ._lazy import default_partitions, listing_frame, with_lazy_content
+from ._lazy import default_partitions, listing_frame, with_lazy_content, with_partitions_hint
 from ._paths import (
     case_insensitive_glob,
     dotted,
@@ -249,7 +249,8 @@ def read_images(
         exts = dotted(extensions)
         refs = [ref for p in paths for ref in _list_one(p, exts)]
         n_parts = partitions or default_partitions(spark, len(refs))
-        return with_lazy_content(listing_frame(spark, refs, n_parts, False), READ_ERROR_COL)
+        listing = with_partitions_hint(listing_frame(spark, refs, n_parts, False), n_parts)
+        return with_lazy_content(listing, READ_ERROR_COL)
     if any(use_arrow_io(spark, p, io) for p in paths):
         return read_images_arrow(spark, paths, extensions=extensions, partitions=partitions)
     sources, empty, fetch = _plan_sources(spark, paths, extensions)
