@@ -95,7 +95,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         default="auto",
         help="native = this machine, no Spark or Java; spark = a Spark session (clusters, "
         "spark-submit, Hadoop URIs, globs); auto (default) = native for a local folder or "
-        "an s3:// / gs:// prefix without --master outside a Spark application, else spark",
+        "an s3:// / gs:// prefix without --master/--remote outside a Spark application, "
+        "else spark",
     )
     parser.add_argument(
         "--resize",
@@ -175,6 +176,13 @@ def _add_compute_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--master",
         help="Spark master (default: the active/spark-submit session, else local[*])",
+    )
+    parser.add_argument(
+        "--remote",
+        metavar="URL",
+        help="Spark Connect server (sc://HOST:PORT; local[N] starts one; default: "
+        "$SPARK_REMOTE). INPUT and OUTPUT must then be paths or URIs the server's "
+        "executors can read",
     )
     parser.add_argument(
         "--partitions", type=positive_int, help="repartition the images into N partitions"

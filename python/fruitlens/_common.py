@@ -24,6 +24,7 @@ __all__ = [
     "first_line",
     "has_glob",
     "is_hidden",
+    "is_spark_connect",
     "sha256_bytes",
     "sha256_file",
     "umask",
@@ -146,3 +147,9 @@ def deprecated(old: str, new: str, value: Any, stacklevel: int = 3) -> Any:
     asks: ``use {new}``. The one way fruitlens keeps a renamed public name working."""
     warnings.warn(f"{old} is deprecated: use {new}", DeprecationWarning, stacklevel=stacklevel)
     return value
+
+
+def is_spark_connect(spark_or_df: Any) -> bool:
+    """Whether a SparkSession (or a DataFrame) is a Spark Connect one (pyspark is not
+    imported: the class's module tells)."""
+    return type(spark_or_df).__module__.startswith("pyspark.sql.connect")

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import pyarrow.fs as pafs
 
 from . import _uri
-from ._common import IO_MODES
+from ._common import IO_MODES, is_spark_connect
 
 __all__ = [
     "ARROW_SCHEMES",
@@ -145,6 +145,8 @@ def spark_can_read(spark: Any, uri: str) -> bool:
     ``S3AFileSystem`` or EMRFS's ``EmrFileSystem``, is not on the classpath).
     """
     scheme = _uri.scheme(os.fspath(uri)) or "file"  # literal: "a:b.jpg" is a local name
+    if is_spark_connect(spark):  # no JVM to ask (Spark Connect): object stores via pyarrow
+        return scheme == "file"
     key = (spark.sparkContext.applicationId, scheme)
     if key not in _HADOOP_FS:
         try:

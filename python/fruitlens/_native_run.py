@@ -34,6 +34,7 @@ from ._native_embed import Featurized, NativeProgress, featurize, list_input, wo
 from ._pca import PCA
 from ._preflight import local_path
 from ._report import all_failed, run_summary
+from ._session import check_master_remote, connect_url
 from .output import PCA_FILE, SUMMARY_FILE, OutputTarget
 
 if TYPE_CHECKING:
@@ -58,6 +59,10 @@ OUTPUT_SCHEMA = pa.schema(
         pa.field("features", _FLOAT_LIST),
         pa.field("pca", _FLOAT_LIST),
         pa.field("error", pa.string()),
+        # lineage: the source file's size (bytes) and modification time, as listed
+        # (``fruitlens run --incremental`` diffs a new listing against them)
+        pa.field("length", pa.int64()),
+        pa.field("modificationTime", pa.timestamp("us", tz="UTC")),
     ]
 )
 _STAGES = {"featurize": "featurize", "pca_fit": "PCA fit", "transform_write": "transform+write"}
@@ -91,9 +96,20 @@ def _native_output(uri: str) -> bool:
 
 def choose_engine(config: RunConfig, spark: Any = None) -> str:
     """``"native"`` or ``"spark"`` for ``config.engine`` (``auto``: see the module doc;
-    a given ``spark`` session, ``--master``, ``--io spark``, globs and Hadoop URIs mean
+    a given ``spark`` session, ``--master``, ``--remote`` or ``SPARK_REMOTE``, ``--io spark``,
+    globs and Hadoop URIs mean
     Spark). :class:`CLIError` if ``--engine native`` cannot do the run."""
     engine = config.engine
+    check_master_remote(config.master, config.remote)
+    if config.refit and not config.incremental:
+        raise CLIError("--refit goes with --incremental (a full run always fits the PCA)")
+    if config.incremental:
+        if engine == "spark" or spark is not None or config.master or config.remote:
+            raise CLIError(
+                "--incremental runs use the native engine: drop --engine spark, "
+                "--master and --remote (local folders and s3:// or gs:// only)"
+            )
+        engine = "native"
     if engine not in ENGINES:
         raise CLIError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if engine == "native":
@@ -105,7 +121,8 @@ def choose_engine(config: RunConfig, spark: Any = None) -> str:
                     f"stores, not {uri} (globs and Hadoop URIs need --engine spark)"
                 )
         return "native"
-    if engine == "spark" or spark is not None or config.master or config.io == "spark":
+    remote = connect_url(config.master, config.remote)
+    if engine == "spark" or spark is not None or config.master or remote or config.io == "spark":
         return "spark"
     if not (_native_input(config.input) and _native_output(config.output)):
         return "spark"
@@ -136,6 +153,10 @@ def run_native(
     """The run on this machine (checks done: ``target`` prepared, ``model`` checked);
     returns the summary. On any failure what this run wrote is removed and the
     previous output stays."""
+    if config.incremental and target.previous is not None:  # else: a full run
+        from ._incremental import run_incremental
+
+        return run_incremental(config, target, model, size, t_start, say=say)
     stages: dict[str, float] = {}
     spill_dir = tempfile.mkdtemp(prefix="fruitlens-native-")
     try:
@@ -183,7 +204,8 @@ def _output_batches(feats: Featurized, pca: PCA) -> Iterator[pa.RecordBatch]:
         features = batch.column(2)
         projected = pca.transform_arrow(features).cast(_FLOAT_LIST)
         columns = [batch.column(0), batch.column(1), features.cast(_FLOAT_LIST), projected]
-        yield pa.RecordBatch.from_arrays([*columns, batch.column(3)], schema=OUTPUT_SCHEMA)
+        lineage = [batch.column(3), batch.column(4), batch.column(5)]  # error, length, mtime
+        yield pa.RecordBatch.from_arrays([*columns, *lineage], schema=OUTPUT_SCHEMA)
 
 
 def _transform_and_write(

@@ -1,7 +1,8 @@
 """Progress lines on stderr while a run works: one base (:class:`ProgressLine`) that a
 daemon thread redraws, and its two sources — Spark's status tracker
-(:class:`SparkProgress`: ``[phase] stage N: done/total tasks``) and the native engine's
-image count (``fruitlens._native_embed.NativeProgress``).
+(:class:`SparkProgress`: ``[phase] stage N: done/total tasks``), what a Spark Connect
+server reports (:class:`ConnectProgress`, the same line) and the native engine's image
+count (``fruitlens._native_embed.NativeProgress``).
 
 On a terminal the line is rewritten in place; otherwise (logs, CI) one line is written
 every ``every`` seconds.
@@ -14,7 +15,9 @@ import threading
 import time
 from typing import Any, TextIO
 
-__all__ = ["ProgressLine", "SparkProgress"]
+from ._common import is_spark_connect
+
+__all__ = ["ConnectProgress", "ProgressLine", "SparkProgress", "spark_progress"]
 
 
 class ProgressLine:
@@ -108,6 +111,8 @@ class SparkProgress(ProgressLine):
     def phase(self, name: str) -> None:
         """Name what runs now (shown in the progress line and as the job description)."""
         super().phase(name)
+        if self._sc is None:
+            return
         try:
             self._sc.setJobDescription(f"fruitlens: {name}")
         except Exception:  # pragma: no cover - best effort
@@ -124,7 +129,66 @@ class SparkProgress(ProgressLine):
             parts.append(
                 f"stage {stage_id}: {info.numCompletedTasks}/{info.numTasks} tasks{running}"
             )
+        return self._stages_line(parts)
+
+    def _stages_line(self, parts: list[str]) -> str | None:
         if not parts:
             return None
         elapsed = time.monotonic() - self._phase_start
         return f"[{self._phase or 'spark'} {elapsed:5.0f}s] " + "; ".join(parts)
+
+
+class ConnectProgress(SparkProgress):
+    """:class:`SparkProgress` for a Spark Connect session: the stages come from the
+    progress the server streams with each result (``registerProgressHandler``, Spark
+    4+). Older clients get the phase names only (no task counts)."""
+
+    def __init__(self, spark: Any, **kwargs: Any) -> None:
+        super().__init__(None, **kwargs)
+        self._spark = spark
+        self._stages: dict[int, tuple[int, int, bool]] = {}
+        self._inflight = 0
+
+    def phase(self, name: str) -> None:
+        ProgressLine.phase(self, name)
+        with self._lock:
+            self._stages.clear()
+
+    def __call__(self, stages: Any, inflight_tasks: int, operation_id: Any, done: bool) -> None:
+        """The handler the Connect client calls with each progress message."""
+        with self._lock:
+            for st in stages or ():
+                self._stages[st.stage_id] = (st.num_completed_tasks, st.num_tasks, st.done)
+            self._inflight = inflight_tasks
+
+    def __enter__(self) -> Any:
+        register = getattr(self._spark, "registerProgressHandler", None)
+        if self._enabled and register is not None:
+            register(self)
+        return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        remove = getattr(self._spark, "removeProgressHandler", None)
+        if self._enabled and remove is not None:
+            try:
+                remove(self)
+            except Exception:  # pragma: no cover - the session went away
+                pass
+        super().__exit__(*exc)
+
+    def _line(self) -> str | None:
+        with self._lock:
+            active = sorted((i, s) for i, s in self._stages.items() if not s[2])
+            running = self._inflight
+        parts = [f"stage {i}: {done}/{total} tasks" for i, (done, total, _) in active]
+        if parts and running:
+            parts[-1] += f", {running} running"
+        return self._stages_line(parts)
+
+
+def spark_progress(spark: Any, **kwargs: Any) -> SparkProgress:
+    """The progress line of ``spark``'s jobs: :class:`SparkProgress` on a classic
+    session, :class:`ConnectProgress` on a Spark Connect one."""
+    if is_spark_connect(spark):
+        return ConnectProgress(spark, **kwargs)
+    return SparkProgress(spark.sparkContext, **kwargs)

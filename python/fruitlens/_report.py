@@ -81,7 +81,8 @@ def run_summary(
     ``RunConfig``, ``counts`` has ``images``, ``errors`` and ``error_kinds``,
     ``stages`` the seconds of each stage, ``t_start`` when the run started
     (``perf_counter``); ``engine`` gives ``pca_statistics``, ``seconds_spark_start``,
-    ``master``, ``spark_version`` and ``engine`` (the keys are the same for both)."""
+    ``master``, ``spark_connect`` (a Spark Connect session: False if not given),
+    ``spark_version`` and ``engine`` (the keys are the same for both)."""
     pipeline = sum(stages.values())
     pca_summary = pca.summary()
     return {
@@ -103,6 +104,7 @@ def run_summary(
         "images_per_s": round(counts.images / pipeline, 2) if pipeline > 0 else None,
         "stages": {name: round(sec, 3) for name, sec in stages.items()},
         "master": engine["master"],
+        "spark_connect": engine.get("spark_connect", False),
         "spark_version": engine["spark_version"],
         "partitions": config.partitions,
         "batch_size": config.batch_size,

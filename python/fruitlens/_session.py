@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,9 @@ __all__ = [
     "TASKS_PER_CORE",
     "SqlConf",
     "check_java",
+    "check_master_remote",
+    "connect_url",
+    "cluster_session_config",
     "file_splits",
     "get_session",
     "local_session_config",
@@ -118,20 +122,43 @@ def local_session_config(master: str = "local[*]") -> dict[str, str]:
     return conf
 
 
+def cluster_session_config(progress: bool = True) -> dict[str, str]:
+    """Spark settings of a new session on a non-local master (standalone, YARN, k8s).
+
+    Spark's console progress bar is off while fruitlens shows its own progress line
+    (the two would interleave on the terminal) and on with ``--no-progress``, where it
+    is the only progress shown. Local sessions never show it
+    (:func:`local_session_config`)."""
+    return {"spark.ui.showConsoleProgress": "false" if progress else "true"}
+
+
 def get_session(
-    master: str | None = None, *, quiet: bool = True, log_file: Path | None = None
+    master: str | None = None,
+    *,
+    quiet: bool = True,
+    log_file: Path | None = None,
+    remote: str | None = None,
+    progress: bool = True,
 ) -> tuple[Any, bool]:
     """Return ``(spark, created)``: the active session, the spark-submit one, or a new one.
 
     * an active session (notebook, tests, spark-submit driver) is used as is;
+    * ``remote`` (or ``SPARK_REMOTE``, without ``master``): a Spark Connect session
+      (``sc://host:port``; ``local[N]`` starts a local Connect server);
     * inside ``spark-submit`` (``PYSPARK_GATEWAY_PORT`` set) the configured one;
     * else a new session on ``master`` (default ``local[*]``), configured for local
       use when the master is ``local...``.
+
+    ``progress``: fruitlens shows its own progress line (``--no-progress``: False);
+    a new session on a cluster then gets :func:`cluster_session_config`.
 
     With ``log_file``, a new Spark's JVM (and the Python workers it starts) write their
     own stderr there instead of the terminal.
     """
     _import_pyspark()
+    remote = connect_url(master, remote)
+    if remote:
+        return _connect_session(remote, master, log_file)
     # pyspark: optional, imported only once a session is needed (see the module doc)
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
@@ -150,13 +177,58 @@ def get_session(
         return active, False
     if master is None and os.environ.get("PYSPARK_GATEWAY_PORT"):
         return SparkSession.builder.appName("fruitlens").getOrCreate(), True
-    spark = _new_session(SparkSession.builder, master or "local[*]", log_file)
+    spark = _new_session(SparkSession.builder, master or "local[*]", log_file, progress)
     if quiet:
-        spark.sparkContext.setLogLevel("ERROR")
+        spark.sparkContext.setLogLevel("ERROR")  # a classic session
     return spark, True
 
 
-def _new_session(builder: Any, master: str, log_file: Path | None) -> Any:
+def check_master_remote(master: str | None, remote: str | None) -> None:
+    """:class:`CLIError` when both a master and a Spark Connect URL are given."""
+    if master and remote:
+        raise CLIError(f"give either --master ({master}) or --remote ({remote}), not both")
+
+
+def connect_url(master: str | None, remote: str | None) -> str | None:
+    """The Spark Connect URL to use: ``remote``, else ``SPARK_REMOTE`` unless a
+    ``master`` is given; None for a classic session."""
+    return remote or (None if master else os.environ.get("SPARK_REMOTE") or None)
+
+
+def _connect_session(remote: str, master: str | None, log_file: Path | None) -> tuple[Any, bool]:
+    """``(spark, created)``: the active Spark Connect session of ``remote``, or a new one."""
+    check_master_remote(master, remote)
+    try:
+        from pyspark.sql.connect.session import SparkSession as ConnectSession
+    except ImportError as exc:  # the connect extra: grpcio, grpcio-status, protobuf, ...
+        raise CLIError(
+            f"Spark Connect ({remote}) needs pyspark's connect extra: "
+            f"pip install 'pyspark[connect]' ({first_line(exc)})"
+        ) from exc
+    active = ConnectSession.getActiveSession()
+    if active is not None:
+        return active, False
+    from pyspark.sql import SparkSession  # its builder starts local[N] Connect servers
+
+    builder = SparkSession.builder.remote(remote)
+    if remote.startswith("local"):  # a Connect server in a JVM of this process
+        check_java()
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        for key, value in local_session_config(remote).items():
+            if key != "spark.master":  # the server's settings, as a local session's
+                builder = builder.config(key, value)
+    try:
+        with _stderr_to(log_file), warnings.catch_warnings():
+            # the local server's static confs, set again as session confs: refused, warned
+            warnings.filterwarnings("ignore", "Failed to set", UserWarning)
+            return builder.getOrCreate(), True
+    except Exception as exc:
+        why = first_line(exc)
+        raise CLIError(f"could not connect to Spark Connect at {remote}: {why}") from exc
+
+
+def _new_session(builder: Any, master: str, log_file: Path | None, progress: bool = True) -> Any:
     """A new session on ``master`` (local ones get :func:`local_session_config`)."""
     check_java()
     if master.startswith("local"):
@@ -167,6 +239,8 @@ def _new_session(builder: Any, master: str, log_file: Path | None) -> Any:
             builder = builder.config(key, value)
     else:
         builder = builder.master(master).appName("fruitlens")
+        for key, value in cluster_session_config(progress).items():
+            builder = builder.config(key, value)
     try:
         with _stderr_to(log_file):
             return builder.getOrCreate()

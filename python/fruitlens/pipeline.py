@@ -38,10 +38,11 @@ from ._logs import PROG, open_run_log
 from ._native_run import choose_engine, run_native
 from ._pca import PCA
 from ._preflight import check_input, check_model, local_path, output_target
-from ._progress import SparkProgress
+from ._progress import ProgressLine, spark_progress
 from ._report import all_failed, error_kinds, format_summary, run_summary
 from ._session import TASKS_PER_CORE, SqlConf, file_splits
 from .output import PCA_FILE, SUMMARY_FILE, OutputTarget
+from .spark import _connect as fl_connect
 
 __all__ = [
     "OUTPUT_COLUMNS",
@@ -55,8 +56,9 @@ __all__ = [
     "stage",
 ]
 
-#: Columns of the Parquet written by ``fruitlens run``.
-OUTPUT_COLUMNS = ("path", "label", "features", "pca", "error")
+#: Columns of the Parquet written by ``fruitlens run`` (``length``, ``modificationTime``:
+#: the source file's size and modification time, as listed; ``--incremental`` uses them).
+OUTPUT_COLUMNS = ("path", "label", "features", "pca", "error", "length", "modificationTime")
 #: The timed stages (the keys of the summary's ``stages``) and their progress-line names.
 STAGES = {"featurize": "featurize", "pca_fit": "PCA fit", "transform_write": "transform+write"}
 
@@ -71,6 +73,7 @@ class RunConfig:
     k: int | float = 0.95
     size: int | None = None
     master: str | None = None
+    remote: str | None = None
     partitions: int | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
     threads: int | None = None
@@ -80,6 +83,8 @@ class RunConfig:
     verbose: bool = False
     engine: str = "auto"
     resize: str = "exact"
+    incremental: bool = False
+    refit: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunConfig:
@@ -104,7 +109,9 @@ def check_inputs(
         _session._import_pyspark()
     check_input(config.input, config.output)
     io = "arrow" if engine == "native" else config.io
-    target = output_target(config.output, io=io, overwrite=config.overwrite)
+    # --incremental updates an existing output: it may replace it
+    overwrite = config.overwrite or config.incremental
+    target = output_target(config.output, io=io, overwrite=overwrite)
     model, size = check_model(config.model, config.size)
     return target, model, size
 
@@ -139,7 +146,9 @@ def run(
         return run_native(config, target, model, size, t_start, say=log or _print_note)
     created = False
     if spark is None:
-        spark, created = _session.get_session(config.master, log_file=log_file)
+        spark, created = _session.get_session(
+            config.master, log_file=log_file, remote=config.remote, progress=config.progress
+        )
     t_session = time.perf_counter()
     try:
         if target is None:  # Hadoop filesystems / auto object stores: checked now
@@ -182,11 +191,16 @@ class _Run:
 
     @property
     def parallelism(self) -> int:
-        return max(1, int(self.spark.sparkContext.defaultParallelism))
+        return fl_connect.default_parallelism(self.spark)
+
+    @property
+    def connect(self) -> bool:
+        """Whether the session is a Spark Connect one (no accumulators, no JVM)."""
+        return fl_connect.is_connect(self.spark)
 
 
 @contextlib.contextmanager
-def stage(name: str, progress: SparkProgress, stages: dict[str, float]) -> Iterator[None]:
+def stage(name: str, progress: ProgressLine, stages: dict[str, float]) -> Iterator[None]:
     """One timed stage: its name (:data:`STAGES`) in the progress line while it runs,
     then ``stages[name]`` = its seconds (not set if it fails)."""
     progress.phase(STAGES.get(name, name))
@@ -198,8 +212,8 @@ def stage(name: str, progress: SparkProgress, stages: dict[str, float]) -> Itera
 def _stages(r: _Run) -> tuple[_Featurized, PCA, str]:
     """The three Spark stages: what featurize counted, the PCA, where its statistics
     came from."""
-    sc = r.spark.sparkContext
-    with SparkProgress(sc, enabled=r.config.progress) as progress, contextlib.ExitStack() as done:
+    progress = spark_progress(r.spark, enabled=r.config.progress)
+    with progress, contextlib.ExitStack() as done:
         with stage("featurize", progress, r.stages):
             feats = _featurize(r, done)
         if feats.errors == feats.images:
@@ -238,11 +252,14 @@ def _featurize(r: _Run, cleanup: contextlib.ExitStack) -> _Featurized:
     # The split confs stay set until the featurize pass has been planned and run.
     with SqlConf(r.spark, file_splits(partitions)):
         images, source = _images(r, partitions)
-        collected = fl_spark.FeatureStats(r.spark)  # PCA statistics, gathered while embedding
+        # PCA statistics gathered while embedding (classic sessions: an accumulator)
+        collected = None if r.connect else fl_spark.FeatureStats(r.spark)
         features = fl_spark.featurize(
             images.select(
                 "path",
                 "label",
+                "length",  # lineage (OUTPUT_COLUMNS)
+                "modificationTime",
                 *([] if source else ["content"]),
                 # read_images' rows for dangling links, FIFOs, ... (helper C, issue 11)
                 *[c for c in images.columns if c == fl_spark.READ_ERROR_COL],
@@ -251,7 +268,7 @@ def _featurize(r: _Run, cleanup: contextlib.ExitStack) -> _Featurized:
             size=r.size,
             batch_size=r.config.batch_size,
             threads=r.config.threads,
-            stats=collected,
+            stats=collected if collected is not None else False,
             resize=r.config.resize,
             **source,
         ).persist(StorageLevel.MEMORY_AND_DISK)
@@ -302,7 +319,9 @@ def _images(r: _Run, partitions: int) -> tuple[Any, dict[str, Any]]:
 
 def _fit(r: _Run, feats: _Featurized) -> tuple[PCA, str]:
     """PCA fit: on the statistics gathered by the featurize tasks, or (when Spark ran
-    a partition twice) on statistics from another pass."""
+    a partition twice, or on Spark Connect) on statistics from a pass over the cache."""
+    if feats.collected is None:  # Spark Connect: no accumulators
+        return fl_spark.fit_pca(feats.df, k=r.config.k), "pass over the cached features"
     stats = feats.collected.get(rows=feats.features)
     if stats is not None:
         return PCA(r.config.k).fit_stats(stats), "featurize pass"
@@ -315,10 +334,12 @@ def _transform_and_write(r: _Run, features: Any, pca: PCA) -> None:
     folder (local, Hadoop) or under new names (object stores); published by
     :func:`commit`."""
     projected = features
-    if not r.config.partitions and features.rdd.getNumPartitions() > r.parallelism:
-        projected = features.coalesce(r.parallelism)  # cheap rows: fewer tasks/files
+    if not r.config.partitions:  # cheap rows: fewer tasks/files (no-op if fewer already)
+        projected = features.coalesce(r.parallelism)
     out = fl_spark.transform_pca(projected, pca).select(*OUTPUT_COLUMNS)
-    if r.target.store.kind == "object" or r.config.io == "arrow":
+    # Spark Connect: the server may be elsewhere; the rows come here and this process
+    # writes and commits them (as for object stores)
+    if r.target.store.kind == "object" or r.config.io == "arrow" or r.connect:
         r.target.write_parquet(fl_spark.collect_arrow_batches(out), schema=_arrow_schema(out))
     else:
         writer = out.write.mode("errorifexists")
@@ -354,7 +375,8 @@ def _summary(
         t_start,
         pca_statistics=stats_source,
         seconds_spark_start=round(t_session - t_start, 3),
-        master=r.spark.sparkContext.master,
+        master=fl_connect.master(r.spark),
+        spark_connect=r.connect,
         spark_version=r.spark.version,
         engine="spark",
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-import pathlib
 import posixpath
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -17,6 +16,7 @@ from .. import _uri
 from .._common import FEATURE_DIM, PathLike
 from .._core import DEFAULT_BATCH_SIZE, RESIZE_MODES, Embedder
 from .._errors import ModelError
+from . import _connect
 from ._lazy import fetch_source, is_lazy
 from ._paths import local_path_or_none, spark_major
 from ._pca import FeatureStats, auto_stats, register_features
@@ -42,8 +42,8 @@ ARROW_MAX_BYTES = 64 << 20
 
 #: The driver's view of models: path -> (mtime, size, input size, output dim).
 _MODEL_INFO: dict[str, tuple[float, int, int, int]] = {}
-#: Files this driver has registered with SparkContext.addFile: path -> SparkFiles name.
-_SHIPPED: dict[tuple[int, str], str] = {}
+#: Files this driver has shipped: (session, path) -> SparkFiles name.
+_SHIPPED: dict[tuple[str, str], str] = {}
 
 
 class ModelShape(NamedTuple):
@@ -79,22 +79,22 @@ def model_shape(model: PathLike, output_dim: int | None = FEATURE_DIM) -> ModelS
 
 
 def _model_ref(spark: SparkSession, model: PathLike, ship: bool | None) -> tuple[str, str]:
-    """How executors find the model: a path they can open, or a SparkFiles name."""
+    """How executors find the model: a path they can open, or a SparkFiles name
+    (shipped with ``SparkContext.addFile``, or ``addArtifacts`` on Spark Connect)."""
     model = os.fspath(model)
     local = local_path_or_none(model)
-    sc = spark.sparkContext
-    if ship is None:
-        ship = local is None or not sc.master.startswith("local")
+    if ship is None:  # Connect: the server may be anywhere, ship it
+        ship = local is None or _connect.is_connect(spark)
+        ship = ship or not _connect.master(spark).startswith("local")
     if not ship:
         return ("path", os.path.abspath(local if local is not None else model))
     source = os.path.abspath(local) if local is not None else model
-    key = (id(sc), source)
+    key = (_connect.session_key(spark), source)
     if key not in _SHIPPED:
-        if local is not None:  # a percent-encoded file URI: Spark reads '#' as a fragment
-            sc.addFile(pathlib.Path(source).as_uri())
+        _connect.ship_file(spark, source, local is not None)
+        if local is not None:
             _SHIPPED[key] = os.path.basename(source)
         else:
-            sc.addFile(source)
             _SHIPPED[key] = posixpath.basename(_uri.split_uri(source)[2]) or source
     return ("sparkfile", _SHIPPED[key])
 
@@ -224,15 +224,18 @@ def featurize(
         **task,
     )
     out = df_in.mapInArrow(run, _output_schema(df, keep, output_col, error_col))
-    return _finish(out, output_col, error_col, collected)
+    return _finish(out, output_col, error_col, collected, _wants_stats(stats, output_dim))
 
 
 def _finish(
-    out: DataFrame, output_col: str, error_col: str, collected: FeatureStats | None
+    out: DataFrame, output_col: str, error_col: str, collected: FeatureStats | None, wanted: bool
 ) -> DataFrame:
-    """Read errors folded in; registered for ``fit_pca`` when statistics are gathered."""
+    """Read errors folded in; registered for ``fit_pca`` when statistics are gathered
+    (Spark Connect: none in the pass, but ``fit_pca`` caches the result first)."""
     out = _fold_read_errors(out, error_col)
-    return register_features(out, output_col, collected) if collected is not None else out
+    if collected is not None or (wanted and _connect.is_connect(out)):
+        return register_features(out, output_col, collected)
+    return out
 
 
 def bound_arrow_batches(spark: SparkSession) -> None:
@@ -256,9 +259,15 @@ def _stats_for(
     """The :class:`FeatureStats` featurize gathers into (see its ``stats``)."""
     if isinstance(stats, FeatureStats):
         return stats
-    if stats is False or (stats is None and output_dim != FEATURE_DIM):
+    if not _wants_stats(stats, output_dim):
         return None
     return auto_stats(df_in, limit=stats is None)
+
+
+def _wants_stats(stats: FeatureStats | bool | None, output_dim: int | None) -> bool:
+    """Whether ``featurize``'s ``stats`` asks for PCA statistics (by default: for
+    MobileNetV2 features)."""
+    return stats is True or (stats is None and output_dim == FEATURE_DIM)
 
 
 def _input_frame(

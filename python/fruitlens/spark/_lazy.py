@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from ._connect import default_parallelism
 from ._paths import spark_major
 from ._task_pca import read_content
 
@@ -62,7 +63,7 @@ def listing_schema() -> StructType:
 
 def default_partitions(spark: SparkSession, rows: int) -> int:
     """:data:`TASKS_PER_CORE` per core of the session, at most one per row."""
-    cores = max(1, int(spark.sparkContext.defaultParallelism))
+    cores = default_parallelism(spark)
     return max(1, min(rows, TASKS_PER_CORE * cores))
 
 
@@ -108,7 +109,7 @@ def listing_frame(
         return _local_rows(spark, refs, False)
     from pyspark.sql import functions as F  # optional dependency
 
-    wanted = max(spark.sparkContext.defaultParallelism, -(-len(refs) // 512))
+    wanted = max(default_parallelism(spark), -(-len(refs) // 512))
     n_parts = partitions or max(1, min(len(refs), wanted))
     ids = spark.range(0, len(refs), 1, n_parts).withColumnRenamed("id", _ROW)
     listing = F.broadcast(_local_rows(spark, refs, True))

@@ -9,7 +9,16 @@ from typing import Any, Callable
 
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReader, MLWriter
 
+from ._connect import is_connect
+
 __all__ = ["JsonStateReader", "JsonStateWriter"]
+
+
+def _context(rw: MLWriter | MLReader) -> Any:
+    """What ``DefaultParamsWriter/Reader`` take: the SparkContext (classic; PySpark 3.5
+    takes nothing else), or the session itself on Spark Connect (PySpark 4+)."""
+    session = rw.sparkSession
+    return session if is_connect(session) else rw.sc
 
 
 class JsonStateWriter(MLWriter):
@@ -23,7 +32,7 @@ class JsonStateWriter(MLWriter):
         DefaultParamsWriter.saveMetadata(
             self.instance,
             path,
-            self.sc,
+            _context(self),
             extraMetadata={self.key: getattr(self.instance, self.attr)},
         )
 
@@ -37,7 +46,7 @@ class JsonStateReader(MLReader):
         self.cls, self.key, self.missing = cls, key, missing
 
     def load(self, path: str) -> Any:
-        metadata = DefaultParamsReader.loadMetadata(path, self.sc)
+        metadata = DefaultParamsReader.loadMetadata(path, _context(self))
         if self.key not in metadata:
             raise self.missing(path)
         model = self.cls(metadata[self.key])

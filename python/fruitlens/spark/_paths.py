@@ -7,11 +7,13 @@ pyspark is only used through the session a caller passes in.
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .. import _uri
+from .._common import is_spark_connect
 from .._errors import FruitlensError
 
 if TYPE_CHECKING:
@@ -69,7 +71,16 @@ def hadoop_literal(uri: str) -> str:
 
 
 def hadoop_glob(spark: SparkSession, pattern: str) -> list[str]:
-    """The local paths that match the Hadoop glob ``pattern`` (a ``file:`` URI), sorted."""
+    """The local paths that match the Hadoop glob ``pattern`` (a ``file:`` URI), sorted
+    (Spark Connect: no JVM to ask; Python's ``glob``, without Hadoop's ``{a,b}``)."""
+    if is_spark_connect(spark):
+        local = _uri.local_path(pattern)
+        if "{" in local:
+            raise FruitlensError(
+                f"{pattern}: {{a,b}} patterns need a classic Spark session (Hadoop's glob); "
+                "on Spark Connect use *, ? and [...]"
+            )
+        return sorted(glob.glob(local))  # Python's glob: no JVM on Connect
     sc = spark.sparkContext
     path = sc._jvm.org.apache.hadoop.fs.Path(pattern)
     statuses = path.getFileSystem(sc._jsc.hadoopConfiguration()).globStatus(path)

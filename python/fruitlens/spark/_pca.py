@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 from .._common import FEATURE_DIM, sha256_bytes
 from .._errors import PCAError
 from .._pca import PCA, PCAStats
+from . import _connect
 from ._lazy import known_partitions
-from ._task_pca import merge_stats_bytes, project_batches, stats_batches
+from ._task_pca import merge_stats_batches, merge_stats_bytes, project_batches, stats_batches
 from ._tasks import StatsParam, StatsValue
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ AUTO_STATS_PARTITIONS = 128
 #: Metadata key of a ``featurize`` output column whose statistics were gathered.
 STATS_KEY = "fruitlens.stats"
 #: The last featurize results with gathered statistics: token -> (DataFrame, stats).
-_GATHERED: OrderedDict[str, tuple[DataFrame, FeatureStats]] = OrderedDict()
+_GATHERED: OrderedDict[str, tuple[DataFrame, FeatureStats | None]] = OrderedDict()
 _GATHERED_MAX = 16
 
 
@@ -70,6 +71,12 @@ class FeatureStats:
     """
 
     def __init__(self, spark: SparkSession) -> None:
+        if _connect.is_connect(spark):
+            raise PCAError(
+                "FeatureStats needs a classic SparkSession (Spark accumulators); on Spark "
+                "Connect, fit_pca(featurize(...)) caches the features and computes the "
+                "statistics in a pass over the cache"
+            )
         self._accumulator = spark.sparkContext.accumulator(StatsValue(), StatsParam())
 
     @property
@@ -94,6 +101,8 @@ class FeatureStats:
 def auto_stats(df_in: DataFrame, *, limit: bool = True) -> FeatureStats | None:
     """A :class:`FeatureStats` for ``featurize`` to fill by default: None on Spark
     Connect (no accumulators) and, with ``limit``, above :data:`AUTO_STATS_PARTITIONS`."""
+    if _connect.is_connect(df_in):
+        return None
     try:
         jdf = df_in._jdf  # classic PySpark only
         # read_images' listing records its partitions: planning it would run a job
@@ -107,9 +116,11 @@ def auto_stats(df_in: DataFrame, *, limit: bool = True) -> FeatureStats | None:
         return None
 
 
-def register_features(out: DataFrame, column: str, collected: FeatureStats) -> DataFrame:
+def register_features(out: DataFrame, column: str, collected: FeatureStats | None) -> DataFrame:
     """``out`` with a token in ``column``'s metadata that finds ``collected`` again
-    (:func:`gathered_stats`; the metadata follows selections, filters and caching)."""
+    (:func:`gathered_stats`; the metadata follows selections, filters and caching).
+    ``collected`` None (Spark Connect): no statistics, but :func:`gathered_stats` still
+    caches ``out`` so that the statistics pass is the only embedding pass."""
     token = uuid.uuid4().hex
     out = out.withMetadata(column, {**out.schema[column].metadata, STATS_KEY: token})
     _GATHERED[token] = (out, collected)
@@ -141,15 +152,17 @@ def gathered_stats(df: DataFrame, input_col: str) -> PCAStats | None:
     if entry is None:
         return None
     out, collected = entry
-    value = collected._accumulator.value
-    if value.duplicate:
+    value = collected._accumulator.value if collected is not None else None
+    if value is not None and value.duplicate:
         return None
     if not (_is_cached(df) or _is_cached(out)):
-        if value.parts:
+        if value is not None and value.parts:
             return None
         if any(f.dataType.typeName() == "binary" for f in out.schema.fields):
             return None  # image bytes kept (keep_content): not worth caching
         out.persist(StorageLevel.MEMORY_AND_DISK)
+    if collected is None:  # Spark Connect: the caller's pass reads the cache
+        return None
     rows = df.where(F.col(input_col).isNotNull()).count()
     return collected.get(rows=rows)
 
@@ -191,29 +204,32 @@ def pca_stats(df: DataFrame, *, input_col: str = "features", dim: int = FEATURE_
     """Merged native PCA statistics (n, Σx, XᵀX) of ``input_col`` (null rows skipped).
 
     One partial result per partition is computed on the executors and they are
-    merged with a tree reduction; the partitions are first coalesced to the
-    default parallelism so that few (dim x dim) partial results travel.
+    merged with a tree reduction (Spark Connect: a shuffle into a few merge tasks);
+    the partitions are first coalesced to the default parallelism so that few
+    (dim x dim) partial results travel.
     (``fruitlens.pca_stats`` is the same for local rows; this was ``pca_statistics``.)
     """
     from pyspark.sql import types as T  # optional dependency
 
     if input_col not in df.columns:
         raise ValueError(f"PCA: no column {input_col!r} in {df.columns}")
-    sc = df.sparkSession.sparkContext
     source = df.select(input_col)
-    n_parts = source.rdd.getNumPartitions()
-    target = max(1, int(sc.defaultParallelism))
-    if n_parts > target:
-        source = source.coalesce(target)
     run = functools.partial(stats_batches, input_col=input_col, dim=dim)
     schema = T.StructType([T.StructField("stats", T.BinaryType(), False)])
-    per_partition = source.mapInArrow(run, schema)
     no_rows = PCAError(
         f"cannot fit PCA: column {input_col!r} has no non-null rows "
         "(did every image fail? look at the error column)"
     )
-    if min(n_parts, target) <= DRIVER_MERGE_PARTITIONS:
+    target = _connect.default_parallelism(df.sparkSession)
+    n_parts = _connect.num_partitions(source)  # None on Spark Connect (no RDD)
+    if n_parts is None or n_parts > target:
+        source = source.coalesce(target)  # a no-op if it has fewer
+    per_partition = source.mapInArrow(run, schema)
+    if min(n_parts or target, target) <= DRIVER_MERGE_PARTITIONS:
         return _merge_on_driver(per_partition, no_rows)
+    if n_parts is None:  # Spark Connect: no treeReduce; a shuffle into a few merges
+        merged = per_partition.repartition(DRIVER_MERGE_PARTITIONS)
+        return _merge_on_driver(merged.mapInArrow(merge_stats_batches, schema), no_rows)
     return _merge_by_tree(per_partition, no_rows)
 
 

@@ -17,6 +17,7 @@ from ._tasks import _MAX_FILE_BYTES, _as_float_list, _columns, _fault_point, _fi
 __all__ = [
     "fetch_batches",
     "ipc_batches",
+    "merge_stats_batches",
     "merge_stats_bytes",
     "project_batches",
     "read_content",
@@ -43,6 +44,18 @@ def stats_batches(
 def merge_stats_bytes(a: bytes, b: bytes) -> bytes:
     """Two serialised :class:`fruitlens.PCAStats`, merged (a tree-reduction step)."""
     return PCAStats.from_bytes(a).merge(PCAStats.from_bytes(b)).to_bytes()
+
+
+def merge_stats_batches(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` body merging rows of serialised statistics (column 0) into one
+    (the reduction step where there is no RDD ``treeReduce``: Spark Connect)."""
+    merged: PCAStats | None = None
+    for batch in batches:
+        for blob in batch.column(0).to_pylist():
+            part = PCAStats.from_bytes(blob)
+            merged = part if merged is None else merged.merge(part)
+    if merged is not None:
+        yield pa.RecordBatch.from_arrays([pa.array([merged.to_bytes()], pa.binary())], ["stats"])
 
 
 def _cached_pca(text: str, digest: str) -> PCA:

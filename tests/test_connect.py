@@ -1,0 +1,225 @@
+"""Spark Connect: ``fruitlens run --remote`` / ``SPARK_REMOTE`` and every public function
+of ``fruitlens.spark`` (and the pyspark.ml stages) against a real Spark Connect server
+(``start-connect-server.sh`` from the pyspark package, its own JVM), compared with a
+classic local session on the same images.
+
+The Connect client runs in subprocesses: a Connect session in this process would turn
+pyspark's functions to Connect mode for the classic tests that follow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from _connect_server import connect_available, connect_server
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+FRUITLENS = str(Path(sys.executable).with_name("fruitlens"))
+
+
+@pytest.fixture(scope="module")
+def connect_url() -> str:
+    why = connect_available()
+    if why:
+        pytest.skip(why)
+    with connect_server() as url:
+        yield url
+
+
+def _table(output: Path) -> dict[str, dict]:
+    rows = pq.read_table(output).to_pylist()
+    return {r["path"]: r for r in rows}
+
+
+def _max_delta(a: list[float] | None, b: list[float] | None) -> float:
+    if a is None or b is None:
+        assert a is None and b is None
+        return 0.0
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+def _run(*args: str, **env: str) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYSPARK_PYTHON": sys.executable, **env}
+    return subprocess.run(
+        [FRUITLENS, "run", *args], capture_output=True, text=True, env=full_env, timeout=600
+    )
+
+
+def test_run_remote_matches_classic(
+    connect_url: str, fruit_images: Path, onnx_224: Path, tmp_path: Path
+) -> None:
+    """``fruitlens run`` over Spark Connect (SPARK_REMOTE) writes the same output as on a
+    classic local session: same rows and errors, identical features, the same PCA."""
+    common = ["--model", str(onnx_224), "--k", "5", "--no-progress"]
+    classic = _run(str(fruit_images), str(tmp_path / "classic"), "--engine", "spark", *common)
+    assert classic.returncode == 0, classic.stderr
+    remote = _run(str(fruit_images), str(tmp_path / "connect"), *common, SPARK_REMOTE=connect_url)
+    assert remote.returncode == 0, remote.stderr
+    summary = json.loads((tmp_path / "connect" / "_summary.json").read_text())
+    assert summary["spark_connect"] is True and summary["engine"] == "spark"
+    assert summary["pca_statistics"] == "pass over the cached features"
+    assert summary["images"] == 43 and summary["errors"] == 2
+    classic_summary = json.loads((tmp_path / "classic" / "_summary.json").read_text())
+    assert classic_summary["spark_connect"] is False
+
+    a, b = _table(tmp_path / "classic"), _table(tmp_path / "connect")
+    assert sorted(a) == sorted(b) and len(b) == 43
+    for path, row in a.items():
+        assert row["label"] == b[path]["label"] and row["error"] == b[path]["error"]
+        assert row["features"] == b[path]["features"]  # bit-identical
+        assert _max_delta(row["pca"], b[path]["pca"]) < 1e-3
+    pca_a = json.loads((tmp_path / "classic" / "_pca" / "pca.json").read_text())
+    pca_b = json.loads((tmp_path / "connect" / "_pca" / "pca.json").read_text())
+    assert pca_a["k"] == pca_b["k"] == 5
+    assert pca_a["n_samples"] == pca_b["n_samples"] == 41
+
+
+def test_run_remote_flag_and_master_conflict(connect_url: str, fruit_images: Path) -> None:
+    """``--remote`` with ``--master`` is a one-line error before any work."""
+    never = "/tmp/never-written"
+    out = _run(str(fruit_images), never, "--remote", connect_url, "--master", "local[1]")
+    assert out.returncode != 0
+    assert "either --master" in out.stderr and "Traceback" not in out.stderr
+    assert not os.path.exists(never)
+
+
+_LIBRARY = textwrap.dedent(
+    """
+    import json, sys
+    import pyarrow.parquet as pq
+    from pyspark.ml import Pipeline, PipelineModel
+    from pyspark.sql import SparkSession
+    import fruitlens.spark as fs
+    from fruitlens import PCAError
+
+    url, images, model, out = sys.argv[1:5]
+    spark = SparkSession.builder.remote(url).getOrCreate()
+    assert type(spark).__module__.startswith("pyspark.sql.connect")
+    report = {}
+
+    # read_images (lazy content, read by the featurize tasks) -> featurize -> PCA
+    feats = fs.featurize(fs.read_images(spark, images), model=model)
+    pca = fs.fit_pca(feats, k=5)
+    scored = fs.transform_pca(feats, pca).select("path", "features", "pca", "error")
+    pq.write_table(scored.toArrow(), out + "/read_images.parquet")
+    report["pca"] = pca.to_json()
+
+    # list_images + featurize(fetch_from=...), Spark's binaryFile (io="spark")
+    listed = fs.featurize(fs.list_images(spark, images), model=model, fetch_from="path")
+    report["listed"] = listed.where("features IS NOT NULL").count()
+    spark_io = fs.featurize(fs.read_images(spark, images, io="spark"), model=model)
+    report["binary_file"] = spark_io.where("features IS NOT NULL").count()
+
+    # pca_stats with more partitions than the driver merges (shuffle + merge tasks)
+    stats = fs.pca_stats(feats.repartition(12))
+    report["stats_count"] = stats.count
+
+    # FeatureStats needs accumulators: a clear error
+    try:
+        fs.FeatureStats(spark)
+        report["feature_stats"] = "no error"
+    except PCAError as exc:
+        report["feature_stats"] = str(exc)
+
+    # pyspark.ml stages in a Pipeline, saved and loaded
+    from fruitlens.spark.ml import FeaturePCA, ImageEmbedder
+
+    pipe = Pipeline(stages=[ImageEmbedder(modelPath=model), FeaturePCA(k=5, outputCol="pca")])
+    fitted = pipe.fit(fs.read_images(spark, images))
+    fitted.write().overwrite().save(out + "/pipeline")
+    loaded = PipelineModel.load(out + "/pipeline")
+    ml = loaded.transform(fs.read_images(spark, images)).select("path", "pca")
+    pq.write_table(ml.toArrow(), out + "/ml.parquet")
+
+    # a classifier head (pyspark.ml's LogisticRegression on Connect), scored on Spark
+    head = fs.train_classifier(feats, k=5, max_iter=20)
+    scored = fs.predict_features(feats, head).where("prediction IS NOT NULL")
+    report["labels"] = list(head.labels)
+    report["accuracy"] = scored.where("prediction = label").count() / scored.count()
+    print(json.dumps(report))
+    """
+)
+
+
+def test_library_over_connect(
+    connect_url: str, spark, fruit_images: Path, onnx_224: Path, tmp_path: Path
+) -> None:
+    """read_images, list_images, featurize (lazy content, fetch_from, binaryFile),
+    fit_pca, pca_stats, transform_pca and the ml stages work over Connect, with the
+    features a classic session computes."""
+    import fruitlens.spark as fs
+
+    script = tmp_path / "library.py"
+    script.write_text(_LIBRARY)
+    env = {k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}
+    env["PYSPARK_PYTHON"] = sys.executable
+    done = subprocess.run(
+        [sys.executable, str(script), connect_url, str(fruit_images), str(onnx_224), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["listed"] == report["binary_file"] == report["stats_count"] == 41
+    assert "classic SparkSession" in report["feature_stats"]
+    assert report["labels"] == ["apple", "lemon", "mango", "raspberry"]
+    assert report["accuracy"] >= 0.9  # trained and scored on the same 41 images
+
+    # the classic session's answers on the same images
+    feats = fs.featurize(fs.read_images(spark, str(fruit_images)), model=onnx_224)
+    pca = fs.fit_pca(feats, k=5)
+    classic = {r["path"]: r for r in fs.transform_pca(feats, pca).collect()}
+    remote = _table(tmp_path / "read_images.parquet")
+    assert sorted(classic) == sorted(remote)
+    for path, row in remote.items():
+        assert row["error"] == classic[path]["error"]
+        assert row["features"] == (list(classic[path]["features"]) if row["features"] else None)
+        assert _max_delta(row["pca"], classic[path]["pca"]) < 1e-3
+    ml = _table(tmp_path / "ml.parquet")
+    assert sorted(ml) == sorted(classic)
+    for path, row in ml.items():
+        assert _max_delta(row["pca"], classic[path]["pca"]) < 1e-3
+
+
+def test_connect_progress_line_from_the_server_progress() -> None:
+    """The progress line on Connect: the stages the server reports (done/total tasks,
+    running tasks), finished stages dropped; registered and removed with the block."""
+    import io
+    from types import SimpleNamespace
+
+    from fruitlens._progress import ConnectProgress
+
+    class Session:  # what ConnectProgress uses of a Connect SparkSession
+        def __init__(self) -> None:
+            self.handlers: list = []
+
+        def registerProgressHandler(self, handler) -> None:
+            self.handlers.append(handler)
+
+        def removeProgressHandler(self, handler) -> None:
+            self.handlers.remove(handler)
+
+    session = Session()
+    progress = ConnectProgress(session, stream=io.StringIO(), interval=60)
+    with progress:
+        assert session.handlers == [progress]
+        progress.phase("featurize")
+        assert progress._line() is None
+        stage = SimpleNamespace(stage_id=3, num_tasks=4, num_completed_tasks=1, done=False)
+        old = SimpleNamespace(stage_id=2, num_tasks=1, num_completed_tasks=1, done=True)
+        progress([old, stage], 2, "op", False)
+        line = progress._line()
+        assert line is not None and line.startswith("[featurize")
+        assert line.endswith("stage 3: 1/4 tasks, 2 running")
+    assert session.handlers == []
