@@ -49,8 +49,17 @@ def _error_line(stderr: str) -> str:
 
 def _check_output(out: Path) -> dict:
     table = pq.read_table(out)
-    assert table.column_names == ["path", "label", "features", "pca", "error"]
+    assert table.column_names == [
+        "path",
+        "label",
+        "features",
+        "pca",
+        "error",
+        "length",
+        "modificationTime",
+    ]
     types = {f.name: str(f.type) for f in table.schema}
+    assert types["length"] == "int64" and types["modificationTime"] == "timestamp[us, tz=UTC]"
     assert types["path"] == types["label"] == types["error"] == "string"
     assert types["features"].startswith("list<") and "float" in types["features"]
     assert types["pca"].startswith("list<") and "float" in types["pca"]

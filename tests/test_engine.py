@@ -107,6 +107,8 @@ def test_both_engines_write_the_same_output(both_outputs) -> None:
         assert row["label"] == other["label"], path
         assert row["error"] == other["error"], path  # the same text, not only the kind
         assert row["features"] == other["features"], path  # bit for bit
+        for lineage in ("length", "modificationTime"):  # the listing's, as Spark's
+            assert row[lineage] == other[lineage], (path, lineage)
         assert (row["pca"] is None) == (other["pca"] is None), path
     names = {Path(p).name: r["error"] for p, r in a.items()}
     assert names["empty.jpg"].startswith("empty:")

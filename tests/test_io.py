@@ -583,7 +583,8 @@ def test_cli_run_s3_to_s3(
     assert cli.main(argv) == 0
     table = _read_dataset(output)
     assert table.num_rows == len(keys)
-    assert table.schema.names == ["path", "label", "features", "pca", "error"]
+    assert table.schema.names == [*"path label features pca error length modificationTime".split()]
+    assert str(table.schema.field("modificationTime").type) == "timestamp[us, tz=UTC]"
     assert {len(v) for v in table.column("pca").to_pylist()} == {2}
     pca = json.loads(io.read_text(output + "/_pca/pca.json"))
     assert pca["format"] == "fruitlens.pca"

@@ -105,6 +105,18 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         help="exact (default) = Pillow/Keras bit for bit; fast = large images reduced "
         "cheaply first (JPEG DCT scaling), much faster on photos, features slightly differ",
     )
+    parser.add_argument(
+        "--incremental",
+        action="store_true",
+        help="update OUTPUT (a fruitlens output): featurize only new or changed images (by "
+        "path, size and modification time), drop deleted ones, project with the saved PCA; "
+        "a full run if OUTPUT does not exist (native engine)",
+    )
+    parser.add_argument(
+        "--refit",
+        action="store_true",
+        help="with --incremental: refit the PCA on all rows' stored features and re-project",
+    )
     _add_run_flags(parser)
     return parser
 

@@ -4,8 +4,10 @@ thread per core (each with its own single-threaded :class:`fruitlens.Embedder`: 
 is released while it decodes and infers, so reading, decoding and inference overlap),
 and gather the PCA statistics on the way.
 
-The rows (``path, label, features, error``) are spilled, chunk by chunk, to an Arrow IPC
-file in a temporary folder, so that memory stays bounded whatever the number of images;
+The rows (``path, label, features, error, length, modificationTime``: the file's size
+and modification time from the listing, kept as the output's lineage) are spilled,
+chunk by chunk, to an Arrow IPC file in a temporary folder, so that memory stays bounded
+whatever the number of images;
 :func:`featurize` returns where they are, in listing order.
 """
 
@@ -33,7 +35,10 @@ from ._progress import ProgressLine
 __all__ = ["Featurized", "NativeProgress", "featurize", "list_input", "worker_layout"]
 
 #: Names of the spilled rows' columns.
-ROW_NAMES = ["path", "label", "features", "error"]
+ROW_NAMES = ["path", "label", "features", "error", "length", "modificationTime"]
+#: Types of the listing's ``length`` and ``modificationTime`` (as Spark's ``binaryFile``).
+LENGTH_TYPE = pa.int64()
+MTIME_TYPE = pa.timestamp("us", tz="UTC")
 #: A chunk (what a worker takes at a time) holds at most a batch of images and about
 #: this many bytes of files, so that reading ahead stays bounded on large photos.
 CHUNK_BYTES = 32 * 1024 * 1024
@@ -120,8 +125,13 @@ class _Feeder:
         """``path, label, content, read_error`` of the chunk (``fruitlens.io``: the same
         reads, limits and errors as the Spark tasks'); split if over 1 GiB."""
         listing = pa.record_batch(
-            [pa.array([r.path for r in refs], pa.string()), pa.array([r.label for r in refs])],
-            names=["path", "label"],
+            [
+                pa.array([r.path for r in refs], pa.string()),
+                pa.array([r.label for r in refs], pa.string()),
+                pa.array([r.size for r in refs], LENGTH_TYPE),
+                pa.array([r.modified for r in refs], MTIME_TYPE),
+            ],
+            names=["path", "label", "length", "modificationTime"],
         )
         fetched = _reading.fetch_batches(
             [listing], "path", error_col="read_error", max_workers=self.io_threads
@@ -154,14 +164,15 @@ class _Pass:
     def embed_chunk(self, emb: Embedder, parts: list[pa.RecordBatch]) -> pa.RecordBatch:
         rows = []
         for part in parts:
-            result = emb.embed(part.column(2))
+            col = part.column
+            result = emb.embed(col("content"))
             features, errors = result.column(0), result.column(1)
-            read_errors = part.column(3)
+            read_errors = col("read_error")
             if read_errors.null_count < len(read_errors):  # read errors win
                 errors = pc.coalesce(read_errors, errors)
-            rows.append(
-                pa.RecordBatch.from_arrays([*part.columns[:2], features, errors], ROW_NAMES)
-            )
+            columns = [col("path"), col("label"), features, errors]
+            columns += [col("length"), col("modificationTime")]
+            rows.append(pa.RecordBatch.from_arrays(columns, ROW_NAMES))
         if len(rows) == 1:
             return rows[0]
         return pa.Table.from_batches(rows).combine_chunks().to_batches()[0]

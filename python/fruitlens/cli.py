@@ -171,6 +171,9 @@ def _add_quantize(msub: Any) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     summary = pipeline.run(pipeline.RunConfig.from_args(args))
+    if summary.get("up_to_date"):  # --incremental with nothing to do: nothing written
+        print(summary["message"])
+        return 0
     print(pipeline.format_summary(summary))
     return 0
 

@@ -83,6 +83,11 @@ class OutputTarget:
         if self.store.kind == "local":
             probe_staging(self.uri, self.staging)
 
+    @property
+    def previous(self) -> Manifest | None:
+        """The manifest of the output this run replaces (after :meth:`prepare`), or None."""
+        return self._old
+
     # -- writing --------------------------------------------------------------------
 
     def part_name(self, index: int) -> str:
