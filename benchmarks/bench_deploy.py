@@ -11,7 +11,9 @@ Modes (:data:`MODES`, run in that order; the first is the reference):
 * ``standalone submit client``: ``spark-submit --deploy-mode client job.py ...``;
 * ``standalone submit cluster``: ``spark-submit --deploy-mode cluster job.py ...``
   (Spark refuses it for Python applications on standalone masters: the refusal is
-  printed).
+  printed);
+* ``spark connect``: ``fruitlens run --remote sc://...`` against a Spark Connect server
+  (``local[workers x cores]``) started for it.
 
 The standalone cluster (a Master and ``--workers`` Workers, from the installed pyspark,
 on 127.0.0.1) is ``tests/_cluster.py``'s, started once for the modes that need it. For
@@ -44,6 +46,7 @@ JOB = REPO / "python" / "fruitlens" / "job.py"
 sys.path.insert(0, str(REPO / "tests"))  # the standalone cluster helper
 
 from _cluster import StandaloneCluster, free_port  # noqa: E402
+from _connect_server import connect_available, connect_server  # noqa: E402
 
 
 @dataclass
@@ -151,6 +154,19 @@ def run_submit_cluster(ctx: Context, out: Path) -> Outcome:
     return _spark_submit(ctx, out, "cluster")
 
 
+def run_connect(ctx: Context, out: Path) -> Outcome:
+    """``fruitlens run --remote sc://...``: a Spark Connect server (``local[N]``, its own
+    JVM, ``tests/_connect_server.py``) started for this mode; the server's start is
+    not in the wall time (a Connect server is long-lived)."""
+    why = connect_available()
+    if why:
+        return Outcome(0.0, None, f"skipped: {why}")
+    with connect_server(f"local[{ctx.workers * ctx.cores}]") as url:
+        cmd = [sys.executable, "-m", "fruitlens.cli", "run", str(ctx.images), str(out)]
+        cmd += [*ctx.run_args, "--remote", url, "--no-progress"]
+        return _outcome(*_timed(cmd, ctx.env(), ctx.tmp), out)
+
+
 @dataclass(frozen=True)
 class Mode:
     name: str
@@ -163,6 +179,7 @@ MODES: list[Mode] = [
     Mode("standalone run", run_standalone),
     Mode("standalone submit client", run_submit_client),
     Mode("standalone submit cluster", run_submit_cluster),
+    Mode("spark connect", run_connect),
 ]
 
 
@@ -201,6 +218,8 @@ def compare(out: Path, ref: Path) -> dict[str, object]:
     for key, value in ref_pca.items():
         if isinstance(value, list):
             d_json = max(d_json, float(np.abs(np.array(pca[key]) - np.array(value)).max()))
+        elif isinstance(value, float) and isinstance(pca.get(key), float):
+            d_json = max(d_json, abs(pca[key] - value))  # e.g. total_variance
         elif pca.get(key) != value:
             d_json = float("inf")
     figures["d_pca_json"] = d_json
@@ -208,19 +227,23 @@ def compare(out: Path, ref: Path) -> dict[str, object]:
 
 
 def _print_table(results: list[dict]) -> None:
-    print("| mode | rows | dup | wall s | featurize s | max Δ features | max Δ pca | Δ pca.json |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| mode | rows | dup | wall s | featurize s | PCA fit s | max Δ features | max Δ pca "
+        "| Δ pca.json |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         r = {
             k: (f"{v:.3g}" if k.startswith("d_") and isinstance(v, float) else v)
             for k, v in r.items()
         }
         if r.get("note"):
-            print(f"| {r['mode']} | | | {r['seconds']:.1f} | {r['note']} | | | |")
+            print(f"| {r['mode']} | | | {r['seconds']:.1f} | {r['note']} | | | | |")
             continue
         print(
             f"| {r['mode']} | {r.get('rows', '')} | {r.get('duplicates', '')} | "
-            f"{r['seconds']:.1f} | {r.get('featurize', '')} | {r.get('d_features', '')} | "
+            f"{r['seconds']:.1f} | {r.get('featurize', '')} | {r.get('pca_fit', '')} | "
+            f"{r.get('d_features', '')} | "
             f"{r.get('d_pca', '')} | {r.get('d_pca_json', '')} |"
         )
 
@@ -256,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                     row["note"] = outcome.note
                 else:
                     row["featurize"] = round(outcome.summary["stages"]["featurize"], 2)
+                    row["pca_fit"] = round(outcome.summary["stages"]["pca_fit"], 2)
                     row["master"] = outcome.summary.get("master")
                     if reference is None:
                         reference = outcome.output
