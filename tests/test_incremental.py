@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fruitlens import _incremental, io, output
+from fruitlens import _lineage, io, output
 from fruitlens._errors import CLIError
 from fruitlens._native_run import OUTPUT_SCHEMA
 from fruitlens.pipeline import OUTPUT_COLUMNS, RunConfig, run
@@ -30,6 +30,7 @@ FIRST, ADDED = 12, 3
 
 
 def _config(src: Path | str, out: Path | str, model: Path, **kw) -> RunConfig:
+    kw.setdefault("engine", "native")  # (the Spark engine if a test left a SparkContext)
     return RunConfig(str(src), str(out), model=str(model), k=5, progress=False, **kw)
 
 
@@ -108,7 +109,7 @@ def test_diff_new_changed_deleted_kept_retried() -> None:
             "error": [None, "unreadable: f: EIO", "empty: e", None, None, None],
         }
     )
-    d = _incremental.diff(listing, old)
+    d = _lineage.diff(listing, old)
     assert (d.new, d.changed, d.deleted, d.retried) == (1, 2, 1, 1)
     assert d.todo == [0, 2, 3, 5]  # a (new), c, d (changed), f (retried), listing order
     assert d.kept == [5, 2] and d.kept_at == [1, 4]  # b, e (a failed row is kept)
@@ -121,15 +122,29 @@ def test_diff_new_changed_deleted_kept_retried() -> None:
         "refit": False,
     }
     assert not d.up_to_date
-    assert _incremental.diff(listing, listing.append_column("error", pa.nulls(6))).up_to_date
+    assert _lineage.diff(listing, listing.append_column("error", pa.nulls(6))).up_to_date
 
 
-def test_merge_puts_rows_in_listing_order() -> None:
-    kept = pa.table({"path": ["b", "e"], "x": [1, 2]})
-    fresh = pa.table({"path": ["a", "c", "f"], "x": [3, 4, 5]})
-    merged = _incremental.merge(kept, [1, 4], fresh, [0, 2, 5])
-    assert merged.column("path").to_pylist() == ["a", "b", "c", "e", "f"]
-    assert merged.column("x").to_pylist() == [3, 1, 4, 2, 5]
+def _stream(rows: list[tuple[str, int]], size: int):
+    """``(batch of path, position)`` chunks of ``size`` rows."""
+    for i in range(0, len(rows), size):
+        chunk = rows[i : i + size]
+        batch = pa.record_batch({"path": [p for p, _ in chunk]})
+        yield batch, np.array([pos for _, pos in chunk], np.int64)
+
+
+@pytest.mark.parametrize("sizes", [(1, 1), (2, 3), (100, 1), (3, 100)])
+def test_merge_streams_rows_in_listing_order(sizes) -> None:
+    kept = [(f"k{i}", i) for i in range(0, 50, 3)] + [(f"k{i}", i) for i in range(60, 70)]
+    fresh = [(f"f{i}", i) for i in range(50) if i % 3] + [(f"f{i}", i) for i in range(50, 60)]
+    merged = list(_lineage.merge(_stream(kept, sizes[0]), _stream(fresh, sizes[1])))
+    got = pa.Table.from_batches(merged).column("path").to_pylist()
+    assert got == [p for p, _ in sorted(kept + fresh, key=lambda r: r[1])]
+    assert list(_lineage.merge(_stream([], 1), _stream([], 1))) == []
+    shuffled = list(_lineage.merge(_stream(kept[::-1], 4), _stream(fresh, 5)))
+    assert sorted(pa.Table.from_batches(shuffled).column("path").to_pylist()) == sorted(
+        p for p, _ in kept + fresh
+    )  # out of order: every row once all the same
 
 
 # --------------------------------------------------------------------------------------

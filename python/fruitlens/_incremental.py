@@ -17,15 +17,19 @@ staging + one atomic switch), in listing order. Nothing new, changed, deleted or
 (and no ``--refit``): nothing is written, and :func:`run_incremental` returns a summary
 with ``up_to_date`` and a one-line ``message``. Incremental runs use the native engine.
 
-The diff and the merge are pure functions on Arrow tables (:func:`diff`, :func:`merge`).
+The diff and the merge are pure functions (:mod:`fruitlens._lineage`); the old output
+is streamed and the new rows spilled, so memory stays bounded as in a full run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -36,16 +40,18 @@ import pyarrow.parquet as pq
 from ._common import IMAGE_EXTENSIONS
 from ._errors import CLIError
 from ._faults import kill_point
-from ._listing import ImageRef
-from ._native_embed import (
-    LENGTH_TYPE,
-    MTIME_TYPE,
-    NativeProgress,
-    featurize,
-    list_input,
-    worker_layout,
+from ._lineage import (
+    INDEX_COLUMNS,
+    LINEAGE,
+    OUTPUT_SCHEMA,
+    Diff,
+    Positioned,
+    diff,
+    listing_table,
+    merge,
 )
-from ._native_run import OUTPUT_SCHEMA, _stage
+from ._listing import ImageRef
+from ._native_embed import Featurized, NativeProgress, featurize, list_input, worker_layout
 from ._pca import PCA, PCAStats
 from ._report import all_failed, run_summary
 from .output import PCA_FILE, SUMMARY_FILE, OutputTarget
@@ -53,114 +59,23 @@ from .output import PCA_FILE, SUMMARY_FILE, OutputTarget
 if TYPE_CHECKING:
     from .pipeline import RunConfig
 
-__all__ = ["LINEAGE", "Diff", "diff", "listing_table", "merge", "run_incremental"]
-
-#: The output's lineage columns: the source file's size and modification time.
-LINEAGE = ("length", "modificationTime")
-#: Columns of the old output read to diff against (its "index").
-INDEX_COLUMNS = ["path", *LINEAGE, "error"]
-#: Errors of this kind are retried (transient I/O); other failed rows are kept.
-RETRIED_ERROR = "unreadable:"
-
-
-# --------------------------------------------------------------------------------------
-# The diff and the merge (pure)
-# --------------------------------------------------------------------------------------
-
-
-def listing_table(refs: list[ImageRef]) -> pa.Table:
-    """``path, length, modificationTime`` of a listing, in its order."""
-    return pa.table(
-        {
-            "path": pa.array([r.path for r in refs], pa.string()),
-            "length": pa.array([r.size for r in refs], LENGTH_TYPE),
-            "modificationTime": pa.array([r.modified for r in refs], MTIME_TYPE),
-        }
-    )
-
-
-@dataclass
-class Diff:
-    """What an incremental run does with each listed image and each old row."""
-
-    todo: list[int]  # listing positions to featurize: new, changed, retried (in order)
-    kept: list[int]  # old row indices kept as they are
-    kept_at: list[int]  # the listing position of each kept row
-    new: int = 0
-    changed: int = 0
-    retried: int = 0
-    deleted: int = 0
-
-    @property
-    def up_to_date(self) -> bool:
-        """Nothing new, changed, deleted or to retry."""
-        return not (self.todo or self.deleted)
-
-    def counts(self, refit: bool) -> dict[str, Any]:
-        """The summary's ``incremental`` object."""
-        return {
-            "new": self.new,
-            "changed": self.changed,
-            "deleted": self.deleted,
-            "kept": len(self.kept),
-            "retried": self.retried,
-            "refit": refit,
-        }
-
-
-def diff(listing: pa.Table, old: pa.Table) -> Diff:
-    """Diff a listing (``path, length, modificationTime``) against an output's index
-    (``path, length, modificationTime, error``): an old row is kept when its path is
-    listed with the same size and modification time and its error is not
-    :data:`RETRIED_ERROR`; every other listed image is to featurize."""
-    old_rows: dict[str, tuple[Any, Any, Any, int]] = {}
-    for i, row in enumerate(zip(*(old.column(c).to_pylist() for c in INDEX_COLUMNS))):
-        path, length, mtime, error = row
-        old_rows[path] = (length, _micros(mtime), error, i)
-    out = Diff([], [], [])
-    seen = 0
-    paths = listing.column("path").to_pylist()
-    lengths = listing.column("length").to_pylist()
-    mtimes = listing.column("modificationTime").cast(pa.int64()).to_pylist()
-    for pos, (path, length, mtime) in enumerate(zip(paths, lengths, mtimes)):
-        was = old_rows.get(path)
-        if was is None:
-            out.new += 1
-            out.todo.append(pos)
-            continue
-        seen += 1
-        old_length, old_mtime, error, index = was
-        if (old_length, old_mtime) != (length, mtime):
-            out.changed += 1
-            out.todo.append(pos)
-        elif error is not None and error.startswith(RETRIED_ERROR):
-            out.retried += 1
-            out.todo.append(pos)
-        else:
-            out.kept.append(index)
-            out.kept_at.append(pos)
-    out.deleted = len(old_rows) - seen
-    return out
-
-
-def _micros(value: Any) -> int | None:
-    """A timestamp as integer microseconds since the epoch (None stays None)."""
-    if value is None:
-        return None
-    return pa.scalar(value, MTIME_TYPE).cast(pa.int64()).as_py()
-
-
-def merge(kept: pa.Table, kept_at: list[int], fresh: pa.Table, fresh_at: list[int]) -> pa.Table:
-    """The kept rows and the freshly featurized ones (same schema), in listing order
-    (``kept_at``/``fresh_at``: each row's listing position)."""
-    table = pa.concat_tables([kept, fresh])
-    positions = np.asarray([*kept_at, *fresh_at], dtype=np.int64)
-    return table.take(pa.array(np.argsort(positions, kind="stable")))
-
+__all__ = ["run_incremental"]
 
 # --------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------
+
+
+_STAGES = {"featurize": "featurize", "pca_fit": "PCA fit", "transform_write": "transform+write"}
+
+
+@contextlib.contextmanager
+def _stage(name: str, progress: NativeProgress, stages: dict[str, float]) -> Iterator[None]:
+    """A timed stage (as a full native run's): ``stages[name]`` = its seconds."""
+    progress.phase(_STAGES[name])
+    t0 = time.perf_counter()
+    yield
+    stages[name] = time.perf_counter() - t0
 
 
 class _Old:
@@ -193,9 +108,23 @@ class _Old:
         parts = self.parts()
         return pq.read_schema(parts[0], filesystem=self.fs) if parts else None
 
-    def table(self, columns: list[str] | None = None) -> pa.Table:
-        tables = [pq.read_table(p, columns=columns, filesystem=self.fs) for p in self.parts()]
+    def _open(self, part: str) -> pq.ParquetFile:
+        # (not pq.read_table: it imports pyarrow.dataset, and pandas, 0.4 s)
+        return pq.ParquetFile(self.fs.open_input_file(part) if self.fs is not None else part)
+
+    def table(self, columns: list[str]) -> pa.Table:
+        """``columns`` of every row, in the parts' order."""
+        tables = []
+        for part in self.parts():
+            with self._open(part) as parquet:
+                tables.append(parquet.read(columns=columns))
         return pa.concat_tables(tables)
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """Every row, part by part, in the same order as :meth:`table`."""
+        for part in self.parts():
+            with self._open(part) as parquet:
+                yield from parquet.iter_batches(batch_size=4096)
 
 
 def _check_old(old: _Old, config: RunConfig, model: str, size: int | None) -> dict[str, Any]:
@@ -229,56 +158,37 @@ def run_incremental(
 ) -> dict[str, Any]:
     """The incremental run (``target`` prepared over an existing output); returns the
     summary, or ``{"up_to_date": True, "message": ..., ...}`` when there is nothing to
-    do (nothing written). On any failure what this run wrote is removed and the
-    previous output stays."""
+    do (nothing written). Memory stays bounded: the old output is streamed part by part
+    and the new rows are spilled, as in a full run. On any failure what this run wrote
+    is removed and the previous output stays."""
     stages: dict[str, float] = {}
     spill_dir = tempfile.mkdtemp(prefix="fruitlens-incremental-")
     try:
         old = _Old(target)
         _check_old(old, config, model, size)
-        refs = list_input(config.input)
-        if not refs:
-            exts = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
-            raise CLIError(
-                f"no images found under {config.input} (looked for {exts} files, any case)"
-            )
-        changes = diff(listing_table(refs), old.table(INDEX_COLUMNS))
+        refs, index, changes = _changes(config, old)
         if changes.up_to_date and not config.refit:
             target.abort()  # nothing was written; nothing is
             return _up_to_date(config, len(refs))
         todo = [refs[i] for i in changes.todo]
+        kept_at = np.full(index.num_rows, -1, np.int64)  # old row -> listing position
+        kept_at[np.asarray(changes.kept, np.int64)] = np.asarray(changes.kept_at, np.int64)
         with NativeProgress(len(todo), enabled=config.progress) as progress:
             with _stage("featurize", progress, stages):
                 kill_point("featurize")
                 fresh = _featurize(config, todo, spill_dir, model, progress)
+            counts = _Counts.of(index.column("error"), changes.kept, fresh)
+            if counts.errors == counts.images:
+                raise CLIError(all_failed(counts.images, counts.error_kinds, counts.samples))
             with _stage("pca_fit", progress, stages):
-                kept = old.table().take(pa.array(changes.kept, pa.int64()))
-                kept = kept.select(fresh.schema.names).cast(fresh.schema)
-                pca, pca_text = _pca(config, old, kept, fresh)
+                pca, pca_text = _pca(config, old, kept_at, fresh)
             with _stage("transform_write", progress, stages):
+                kept_rows = _kept(old, kept_at)
                 if config.refit:  # every row, with the refitted PCA
-                    rows = _project(merge(kept, changes.kept_at, fresh, changes.todo), pca)
-                else:  # the new rows only, with the saved PCA
-                    fresh = _project(fresh, pca) if fresh.num_rows else fresh
-                    rows = merge(kept, changes.kept_at, fresh, changes.todo)
-                counts = _Counts.of(rows)
-                if counts.errors == counts.images:
-                    raise CLIError(all_failed(counts.images, counts.error_kinds, counts.samples))
-                _write(config, target, rows, pca_text)
-        summary = run_summary(
-            config,
-            model,
-            size,
-            counts,
-            pca,
-            stages,
-            t_start,
-            pca_statistics="stored features (refit)" if config.refit else "saved PCA",
-            seconds_spark_start=None,
-            master=None,
-            spark_version=None,
-            engine="native",
-        )
+                    kept_rows = _projected(kept_rows, pca)
+                fresh_rows = _projected(_fresh(fresh, changes.todo), pca)
+                _write(config, target, merge(kept_rows, fresh_rows), counts.images, pca_text)
+        summary = _summary(config, model, size, counts, pca, stages, t_start)
         summary["incremental"] = changes.counts(config.refit)
         target.write_text(SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
         target.commit()
@@ -288,6 +198,42 @@ def run_incremental(
         raise
     finally:
         shutil.rmtree(spill_dir, ignore_errors=True)
+
+
+def _changes(config: RunConfig, old: _Old) -> tuple[list[ImageRef], pa.Table, Diff]:
+    """The listing, the old output's index and the diff of the two."""
+    refs = list_input(config.input)
+    if not refs:
+        exts = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+        raise CLIError(f"no images found under {config.input} (looked for {exts} files, any case)")
+    index = old.table(INDEX_COLUMNS)
+    return refs, index, diff(listing_table(refs), index)
+
+
+def _summary(
+    config: RunConfig,
+    model: str,
+    size: int | None,
+    counts: _Counts,
+    pca: PCA,
+    stages: dict[str, float],
+    t_start: float,
+) -> dict[str, Any]:
+    """A full native run's ``_summary.json`` keys (the caller adds ``incremental``)."""
+    return run_summary(
+        config,
+        model,
+        size,
+        counts,
+        pca,
+        stages,
+        t_start,
+        pca_statistics="stored features (refit)" if config.refit else "saved PCA",
+        seconds_spark_start=None,
+        master=None,
+        spark_version=None,
+        engine="native",
+    )
 
 
 def _up_to_date(config: RunConfig, images: int) -> dict[str, Any]:
@@ -300,11 +246,11 @@ def _up_to_date(config: RunConfig, images: int) -> dict[str, Any]:
 
 def _featurize(
     config: RunConfig, todo: list[ImageRef], spill_dir: str, model: str, progress: Any
-) -> pa.Table:
-    """The new rows (``OUTPUT_SCHEMA``, ``pca`` null until projected) of ``todo``."""
+) -> Featurized | None:
+    """The featurize pass over ``todo`` (spilled, PCA statistics gathered), or None."""
     if not todo:
-        return OUTPUT_SCHEMA.empty_table()
-    feats = featurize(
+        return None
+    return featurize(
         todo,
         os.path.join(spill_dir, "rows.arrow"),
         model=model,
@@ -313,42 +259,67 @@ def _featurize(
         resize=config.resize,
         progress=progress,
     )
-    batches = []
-    for batch in feats.batches():
+
+
+_PCA_TYPE = OUTPUT_SCHEMA.field("pca").type
+_FEATURES_TYPE = OUTPUT_SCHEMA.field("features").type
+
+
+def _fresh(fresh: Featurized | None, todo: list[int]) -> Positioned:
+    """The featurized rows as ``OUTPUT_SCHEMA`` (``pca`` null until projected), with
+    their listing positions."""
+    if fresh is None:
+        return
+    offset = 0
+    for batch in fresh.batches():
         path, label, features, error, length, mtime = batch.columns
-        pca = pa.nulls(len(batch), OUTPUT_SCHEMA.field("pca").type)
-        columns = [path, label, features.cast(OUTPUT_SCHEMA.field("features").type), pca]
-        batches.append(
-            pa.RecordBatch.from_arrays([*columns, error, length, mtime], schema=OUTPUT_SCHEMA)
-        )
-    return pa.Table.from_batches(batches, schema=OUTPUT_SCHEMA)
+        columns = [path, label, features.cast(_FEATURES_TYPE), pa.nulls(len(batch), _PCA_TYPE)]
+        columns += [error, length, mtime]
+        rows = pa.RecordBatch.from_arrays(columns, schema=OUTPUT_SCHEMA)
+        yield rows, np.asarray(todo[offset : offset + len(batch)], np.int64)
+        offset += len(batch)
 
 
-def _pca(config: RunConfig, old: _Old, kept: pa.Table, fresh: pa.Table) -> tuple[PCA, str]:
+def _kept(old: _Old, kept_at: np.ndarray) -> Positioned:
+    """The old output's kept rows, as stored (``OUTPUT_SCHEMA``), part by part, with
+    their listing positions."""
+    offset = 0
+    for batch in old.batches():
+        positions = kept_at[offset : offset + len(batch)]
+        offset += len(batch)
+        keep = positions >= 0
+        if keep.any():
+            rows = batch.filter(pa.array(keep)).select(OUTPUT_SCHEMA.names)
+            yield rows.cast(OUTPUT_SCHEMA), positions[keep]
+
+
+def _projected(rows: Positioned, pca: PCA) -> Positioned:
+    """``rows`` with ``pca`` = their features projected by ``pca`` (null for failed)."""
+    index = OUTPUT_SCHEMA.get_field_index("pca")
+    for batch, positions in rows:
+        projected = pca.transform_arrow(batch.column("features")).cast(_PCA_TYPE)
+        yield batch.set_column(index, OUTPUT_SCHEMA.field("pca"), projected), positions
+
+
+def _pca(
+    config: RunConfig, old: _Old, kept_at: np.ndarray, fresh: Featurized | None
+) -> tuple[PCA, str]:
     """The saved PCA (its JSON kept byte for byte), or with ``--refit`` one fitted on
-    the kept rows' stored features and the fresh ones."""
+    the kept rows' stored features (a pass over the old output) and the fresh ones
+    (gathered while featurizing)."""
     if not config.refit:
         text = old.pca_text()
         return PCA.from_json(text), text
-    stats: PCAStats | None = None
-    for table in (kept, fresh):
-        features = table.column("features").combine_chunks()
+    stats = fresh.stats if fresh is not None else None
+    for batch, _ in _kept(old, kept_at):
+        features = batch.column("features")
         if len(features) > features.null_count:
-            dim = next(len(v) for v in features.to_pylist() if v is not None)
-            stats = stats or PCAStats(dim)
+            if stats is None:
+                stats = PCAStats(len(features.drop_null()[0]))
             stats.update(features)
-    if stats is None:
-        raise CLIError(all_failed(kept.num_rows + fresh.num_rows, {}, {}))
+    assert stats is not None  # not every row failed (checked before)
     pca = PCA(config.k).fit_stats(stats)
     return pca, pca.to_json()
-
-
-def _project(rows: pa.Table, pca: PCA) -> pa.Table:
-    """``rows`` with ``pca`` = their features projected by ``pca`` (null for failed)."""
-    index = rows.schema.get_field_index("pca")
-    features = rows.column("features").combine_chunks()
-    projected = pca.transform_arrow(features).cast(rows.schema.field("pca").type)
-    return rows.set_column(index, rows.schema.field("pca"), projected)
 
 
 @dataclass
@@ -362,23 +333,32 @@ class _Counts:
     samples: dict[str, str]
 
     @classmethod
-    def of(cls, rows: pa.Table) -> _Counts:
-        errors = [e for e in rows.column("error").to_pylist() if e is not None]
-        kinds: dict[str, int] = {}
-        samples: dict[str, str] = {}
+    def of(cls, old_errors: Any, kept: list[int], fresh: Featurized | None) -> _Counts:
+        """The kept rows' (from the old index) and the fresh rows' counts."""
+        errors = old_errors.take(pa.array(kept, pa.int64())).to_pylist()
+        kinds = dict(fresh.error_kinds) if fresh else {}
+        samples = dict(fresh.samples) if fresh else {}
+        n_errors = fresh.errors if fresh else 0
         for error in errors:
+            if error is None:
+                continue
+            n_errors += 1
             kind = error.split(":", 1)[0]
             kinds[kind] = kinds.get(kind, 0) + 1
             samples[kind] = min(samples.get(kind, error), error)
-        n = rows.num_rows
-        return cls(n, len(errors), n - rows.column("features").null_count, kinds, samples)
+        images = len(kept) + (fresh.images if fresh else 0)
+        return cls(images, n_errors, images - n_errors, kinds, samples)
 
 
-def _write(config: RunConfig, target: OutputTarget, rows: pa.Table, pca_text: str) -> None:
+def _write(
+    config: RunConfig,
+    target: OutputTarget,
+    batches: Iterator[pa.RecordBatch],
+    images: int,
+    pca_text: str,
+) -> None:
     """The rows as a few Parquet parts (as a full native run), then the PCA."""
     parts = config.partitions or worker_layout(config.threads)[0]
-    rows_per_file = max(1, -(-rows.num_rows // parts))
-    target.write_parquet(
-        rows.to_batches(max_chunksize=4096), schema=OUTPUT_SCHEMA, rows_per_file=rows_per_file
-    )
+    rows_per_file = max(1, -(-images // parts))
+    target.write_parquet(batches, schema=OUTPUT_SCHEMA, rows_per_file=rows_per_file)
     target.write_text(PCA_FILE, pca_text)

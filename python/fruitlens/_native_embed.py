@@ -28,6 +28,7 @@ from . import _reading, _uri
 from ._common import IMAGE_EXTENSIONS
 from ._core import Embedder
 from ._errors import FruitlensError
+from ._lineage import LENGTH_TYPE, mtime_array
 from ._listing import ImageRef, find_images
 from ._pca import PCAStats
 from ._progress import ProgressLine
@@ -36,9 +37,6 @@ __all__ = ["Featurized", "NativeProgress", "featurize", "list_input", "worker_la
 
 #: Names of the spilled rows' columns.
 ROW_NAMES = ["path", "label", "features", "error", "length", "modificationTime"]
-#: Types of the listing's ``length`` and ``modificationTime`` (as Spark's ``binaryFile``).
-LENGTH_TYPE = pa.int64()
-MTIME_TYPE = pa.timestamp("us", tz="UTC")
 #: A chunk (what a worker takes at a time) holds at most a batch of images and about
 #: this many bytes of files, so that reading ahead stays bounded on large photos.
 CHUNK_BYTES = 32 * 1024 * 1024
@@ -129,7 +127,7 @@ class _Feeder:
                 pa.array([r.path for r in refs], pa.string()),
                 pa.array([r.label for r in refs], pa.string()),
                 pa.array([r.size for r in refs], LENGTH_TYPE),
-                pa.array([r.modified for r in refs], MTIME_TYPE),
+                mtime_array([r.modified for r in refs]),
             ],
             names=["path", "label", "length", "modificationTime"],
         )

@@ -30,6 +30,9 @@ from . import _uri
 from ._common import IMAGE_EXTENSIONS, has_glob
 from ._errors import CLIError
 from ._faults import kill_point
+from ._incremental import run_incremental
+from ._lineage import FLOAT_LIST as _FLOAT_LIST
+from ._lineage import OUTPUT_SCHEMA as OUTPUT_SCHEMA
 from ._native_embed import Featurized, NativeProgress, featurize, list_input, worker_layout
 from ._pca import PCA
 from ._preflight import local_path
@@ -50,21 +53,6 @@ _NATIVE_SCHEMES = ("s3", "gs", "gcs")
 #: What ``--engine native`` accepts when asked for explicitly.
 _EXPLICIT_SCHEMES = (*_NATIVE_SCHEMES, "s3a")
 
-_FLOAT_LIST = pa.list_(pa.field("element", pa.float32(), nullable=True))
-#: The Arrow schema of the Parquet that ``fruitlens run`` writes (both engines).
-OUTPUT_SCHEMA = pa.schema(
-    [
-        pa.field("path", pa.string(), nullable=False),
-        pa.field("label", pa.string()),
-        pa.field("features", _FLOAT_LIST),
-        pa.field("pca", _FLOAT_LIST),
-        pa.field("error", pa.string()),
-        # lineage: the source file's size (bytes) and modification time, as listed
-        # (``fruitlens run --incremental`` diffs a new listing against them)
-        pa.field("length", pa.int64()),
-        pa.field("modificationTime", pa.timestamp("us", tz="UTC")),
-    ]
-)
 _STAGES = {"featurize": "featurize", "pca_fit": "PCA fit", "transform_write": "transform+write"}
 
 
@@ -154,8 +142,6 @@ def run_native(
     returns the summary. On any failure what this run wrote is removed and the
     previous output stays."""
     if config.incremental and target.previous is not None:  # else: a full run
-        from ._incremental import run_incremental
-
         return run_incremental(config, target, model, size, t_start, say=say)
     stages: dict[str, float] = {}
     spill_dir = tempfile.mkdtemp(prefix="fruitlens-native-")

@@ -340,8 +340,8 @@ def _transform_and_write(r: _Run, features: Any, pca: PCA) -> None:
     # Spark Connect: the server may be elsewhere; the rows come here and this process
     # writes and commits them (as for object stores)
     if r.target.store.kind == "object" or r.config.io == "arrow" or r.connect:
-        batches = _utc_times(fl_spark.collect_arrow_batches(out))
-        r.target.write_parquet(batches, schema=_arrow_schema(out))
+        with SqlConf(r.spark, {"spark.sql.session.timeZone": "UTC"}):  # as native writes it
+            r.target.write_parquet(fl_spark.collect_arrow_batches(out), schema=_arrow_schema(out))
     else:
         writer = out.write.mode("errorifexists")
         for column in ("features", "pca"):  # floats: a dictionary never pays off
@@ -351,21 +351,6 @@ def _transform_and_write(r: _Run, features: Any, pca: PCA) -> None:
             writer.parquet(r.target.data_uri)
         kill_point("parts-written")
     r.target.write_text(PCA_FILE, pca.to_json())
-
-
-def _utc_times(batches: Iterator[Any]) -> Iterator[Any]:
-    """Spark's Arrow batches with their timestamps in UTC (Spark gives them the session's
-    time zone), as the native engine writes them."""
-    import pyarrow as pa
-
-    for batch in batches:
-        fields = [
-            f.with_type(pa.timestamp(f.type.unit, tz="UTC"))
-            if pa.types.is_timestamp(f.type) and f.type.tz not in (None, "UTC")
-            else f
-            for f in batch.schema
-        ]
-        yield batch.cast(pa.schema(fields)) if fields != list(batch.schema) else batch
 
 
 def _arrow_schema(df: Any) -> Any:
