@@ -148,6 +148,33 @@ def test_both_engines_write_the_same_output(both_outputs) -> None:
     assert 1 <= len(manifest_a.parts) <= os.cpu_count()
 
 
+@pytest.mark.spark
+@pytest.mark.slow
+def test_incremental_run_over_a_spark_output(
+    both_outputs, engine_images: Path, random_onnx: Path, tmp_path: Path
+) -> None:
+    """``--incremental`` (native) updates what the Spark engine wrote: nothing changed,
+    so every row is kept as it is, but the dangling link's ``unreadable:`` row, retried."""
+    _, spark_out, _, _ = both_outputs
+    out = tmp_path / "out"
+    shutil.copytree(spark_out, out)
+    before = _rows(out)
+    summary = run(_config(engine_images, out, random_onnx, "auto", incremental=True))
+    assert summary["incremental"] == {
+        "new": 0,
+        "changed": 0,
+        "deleted": 0,
+        "kept": len(before) - 1,
+        "retried": 1,
+        "refit": False,
+    }
+    after = _rows(out)
+    assert after == before  # the retried link is still dangling: the same row again
+    assert (out / "_pca" / "pca.json").read_bytes() == (
+        spark_out / "_pca" / "pca.json"
+    ).read_bytes()
+
+
 # --------------------------------------------------------------------------------------
 # No Java, no pyspark
 # --------------------------------------------------------------------------------------
