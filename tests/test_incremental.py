@@ -311,6 +311,9 @@ def test_one_line_errors_before_any_work(
     run(_config(src, out, onnx_224))
     with pytest.raises(CLIError, match="was made with model"):
         run(_config(src, out, random_onnx, incremental=True))
+    link = tmp_path / "same-model.onnx"  # the same file under another name: fine
+    link.symlink_to(onnx_224)
+    assert run(_config(src, out, link, incremental=True))["up_to_date"] is True
 
 
 # --------------------------------------------------------------------------------------

@@ -140,12 +140,22 @@ def _check_old(old: _Old, config: RunConfig, model: str, size: int | None) -> di
     summary = old.summary()
     for key, now in (("model", model), ("size", size), ("resize", config.resize)):
         then = summary.get(key)
+        if key == "model" and isinstance(then, str) and _same_file(then, model):
+            continue
         if then is not None and then != now:
             raise CLIError(
                 f"--incremental: {old.uri} was made with {key} {then}, this run's {key} is "
                 f"{now}: its features would not match; run without --incremental (--overwrite)"
             )
     return summary
+
+
+def _same_file(a: str, b: str) -> bool:
+    """The same model file under two names (a link, a relative path), or the same name."""
+    try:
+        return a == b or os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def run_incremental(
