@@ -1,5 +1,5 @@
 # Convenience targets; the README's commands are the source of truth.
-.PHONY: dev test lint bench bench-classifier run train serve fmt
+.PHONY: dev test lint bench bench-classifier run train serve fmt wheels
 
 dev:            ## editable dev install into .venv (fast incremental native build)
 	test -x .venv/bin/python || python3 -m venv .venv
@@ -19,6 +19,9 @@ lint:
 fmt:
 	cargo fmt --all
 	.venv/bin/ruff format python tests benchmarks
+
+wheels:         ## release sdist + manylinux_2_28 abi3 wheels (x86_64, aarch64) in wheelhouse/, checked
+	bash scripts/build-wheels.sh
 
 bench:          ## throughput figures (not tests)
 	.venv/bin/python benchmarks/bench_embed.py
