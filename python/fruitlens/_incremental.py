@@ -23,12 +23,10 @@ is streamed and the new rows spilled, so memory stays bounded as in a full run.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -53,6 +51,7 @@ from ._lineage import (
 from ._listing import ImageRef
 from ._native_embed import Featurized, NativeProgress, featurize, list_input, worker_layout
 from ._pca import PCA, PCAStats
+from ._progress import stage
 from ._report import all_failed, run_summary
 from .output import PCA_FILE, SUMMARY_FILE, OutputTarget
 
@@ -64,18 +63,6 @@ __all__ = ["run_incremental"]
 # --------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------
-
-
-_STAGES = {"featurize": "featurize", "pca_fit": "PCA fit", "transform_write": "transform+write"}
-
-
-@contextlib.contextmanager
-def _stage(name: str, progress: NativeProgress, stages: dict[str, float]) -> Iterator[None]:
-    """A timed stage (as a full native run's): ``stages[name]`` = its seconds."""
-    progress.phase(_STAGES[name])
-    t0 = time.perf_counter()
-    yield
-    stages[name] = time.perf_counter() - t0
 
 
 class _Old:
@@ -184,15 +171,15 @@ def run_incremental(
         kept_at = np.full(index.num_rows, -1, np.int64)  # old row -> listing position
         kept_at[np.asarray(changes.kept, np.int64)] = np.asarray(changes.kept_at, np.int64)
         with NativeProgress(len(todo), enabled=config.progress) as progress:
-            with _stage("featurize", progress, stages):
+            with stage("featurize", progress, stages):
                 kill_point("featurize")
                 fresh = _featurize(config, todo, spill_dir, model, progress)
             counts = _Counts.of(index.column("error"), changes.kept, fresh)
             if counts.errors == counts.images:
                 raise CLIError(all_failed(counts.images, counts.error_kinds, counts.samples))
-            with _stage("pca_fit", progress, stages):
+            with stage("pca_fit", progress, stages):
                 pca, pca_text = _pca(config, old, kept_at, fresh)
-            with _stage("transform_write", progress, stages):
+            with stage("transform_write", progress, stages):
                 kept_rows = _kept(old, kept_at)
                 if config.refit:  # every row, with the refitted PCA
                     kept_rows = _projected(kept_rows, pca)

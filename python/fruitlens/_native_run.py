@@ -14,13 +14,11 @@ a Spark application (spark-submit, a notebook's active session).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -36,6 +34,7 @@ from ._lineage import OUTPUT_SCHEMA as OUTPUT_SCHEMA
 from ._native_embed import Featurized, NativeProgress, featurize, list_input, worker_layout
 from ._pca import PCA
 from ._preflight import local_path
+from ._progress import stage
 from ._report import all_failed, run_summary
 from ._session import check_master_remote, connect_url
 from .output import PCA_FILE, SUMMARY_FILE, OutputTarget
@@ -52,8 +51,6 @@ ENGINES: tuple[str, ...] = ("auto", "native", "spark")
 _NATIVE_SCHEMES = ("s3", "gs", "gcs")
 #: What ``--engine native`` accepts when asked for explicitly.
 _EXPLICIT_SCHEMES = (*_NATIVE_SCHEMES, "s3a")
-
-_STAGES = {"featurize": "featurize", "pca_fit": "PCA fit", "transform_write": "transform+write"}
 
 
 # --------------------------------------------------------------------------------------
@@ -122,14 +119,6 @@ def choose_engine(config: RunConfig, spark: Any = None) -> str:
 # --------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _stage(name: str, progress: NativeProgress, stages: dict[str, float]) -> Iterator[None]:
-    progress.phase(_STAGES[name])
-    t0 = time.perf_counter()
-    yield
-    stages[name] = time.perf_counter() - t0
-
-
 def run_native(
     config: RunConfig,
     target: OutputTarget,
@@ -148,7 +137,7 @@ def run_native(
     try:
         refs = list_input(config.input)
         with NativeProgress(len(refs), enabled=config.progress) as progress:
-            with _stage("featurize", progress, stages):
+            with stage("featurize", progress, stages):
                 kill_point("featurize")
                 feats = featurize(
                     refs,
@@ -160,10 +149,10 @@ def run_native(
                     progress=progress,
                 )
             _check_counts(config, feats)
-            with _stage("pca_fit", progress, stages):
+            with stage("pca_fit", progress, stages):
                 assert feats.stats is not None
                 pca = PCA(config.k).fit_stats(feats.stats)
-            with _stage("transform_write", progress, stages):
+            with stage("transform_write", progress, stages):
                 _transform_and_write(config, target, feats, pca)
         summary = _summary(config, model, size, feats, pca, stages, t_start)
         target.write_text(SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")

@@ -10,14 +10,20 @@ every ``every`` seconds.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 from ._common import is_spark_connect
 
-__all__ = ["ConnectProgress", "ProgressLine", "SparkProgress", "spark_progress"]
+__all__ = ["STAGES", "ConnectProgress", "ProgressLine", "SparkProgress", "spark_progress", "stage"]
+
+#: The timed stages of a run (the keys of the summary's ``stages``) and their
+#: progress-line names, for both engines.
+STAGES = {"featurize": "featurize", "pca_fit": "PCA fit", "transform_write": "transform+write"}
 
 
 class ProgressLine:
@@ -192,3 +198,13 @@ def spark_progress(spark: Any, **kwargs: Any) -> SparkProgress:
     if is_spark_connect(spark):
         return ConnectProgress(spark, **kwargs)
     return SparkProgress(spark.sparkContext, **kwargs)
+
+
+@contextlib.contextmanager
+def stage(name: str, progress: ProgressLine, stages: dict[str, float]) -> Iterator[None]:
+    """One timed stage of a run: its name (:data:`STAGES`) in the progress line while
+    it runs, then ``stages[name]`` = its seconds (not set if it fails)."""
+    progress.phase(STAGES.get(name, name))
+    t0 = time.perf_counter()
+    yield
+    stages[name] = time.perf_counter() - t0

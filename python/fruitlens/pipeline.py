@@ -24,7 +24,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
@@ -38,7 +37,7 @@ from ._logs import PROG, open_run_log
 from ._native_run import choose_engine, run_native
 from ._pca import PCA
 from ._preflight import check_input, check_model, local_path, output_target
-from ._progress import ProgressLine, spark_progress
+from ._progress import STAGES, spark_progress, stage
 from ._report import all_failed, error_kinds, format_summary, run_summary
 from ._session import TASKS_PER_CORE, SqlConf, file_splits
 from .output import PCA_FILE, SUMMARY_FILE, OutputTarget
@@ -59,8 +58,6 @@ __all__ = [
 #: Columns of the Parquet written by ``fruitlens run`` (``length``, ``modificationTime``:
 #: the source file's size and modification time, as listed; ``--incremental`` uses them).
 OUTPUT_COLUMNS = ("path", "label", "features", "pca", "error", "length", "modificationTime")
-#: The timed stages (the keys of the summary's ``stages``) and their progress-line names.
-STAGES = {"featurize": "featurize", "pca_fit": "PCA fit", "transform_write": "transform+write"}
 
 
 @dataclass(frozen=True)
@@ -197,16 +194,6 @@ class _Run:
     def connect(self) -> bool:
         """Whether the session is a Spark Connect one (no accumulators, no JVM)."""
         return fl_connect.is_connect(self.spark)
-
-
-@contextlib.contextmanager
-def stage(name: str, progress: ProgressLine, stages: dict[str, float]) -> Iterator[None]:
-    """One timed stage: its name (:data:`STAGES`) in the progress line while it runs,
-    then ``stages[name]`` = its seconds (not set if it fails)."""
-    progress.phase(STAGES.get(name, name))
-    t0 = time.perf_counter()
-    yield
-    stages[name] = time.perf_counter() - t0
 
 
 def _stages(r: _Run) -> tuple[_Featurized, PCA, str]:
