@@ -15,7 +15,9 @@ from .spark._train import DEFAULT_MAX_ITER, DEFAULT_REG_PARAM
 
 __all__ = [
     "add_run_arguments",
+    "add_stream_arguments",
     "add_train_arguments",
+    "duration_arg",
     "fraction_arg",
     "k_arg",
     "positive_int",
@@ -118,6 +120,76 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         help="with --incremental: refit the PCA on all rows' stored features and re-project",
     )
     _add_run_flags(parser)
+    return parser
+
+
+def duration_arg(text: str) -> float:
+    """A duration: seconds (``10``, ``2.5``, ``10s``), ``500ms`` or ``1m``; >= 0, finite."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0}
+    stripped = text.strip().lower()
+    unit = next((u for u in ("ms", "s", "m") if stripped.endswith(u)), "")
+    try:
+        value = float(stripped[: len(stripped) - len(unit)]) * units.get(unit, 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration (e.g. 10s, 500ms, 1m)"
+        ) from None
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite duration >= 0, got {text}")
+    return value
+
+
+def add_stream_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The arguments of ``fruitlens stream``."""
+    parser.add_argument("input", metavar="INPUT", help="local folder to watch (label = folder)")
+    parser.add_argument("output", metavar="OUTPUT", help="local folder of the Parquet parts")
+    parser.add_argument(
+        "--pca",
+        required=True,
+        metavar="PCA.json",
+        help="a fruitlens PCA (OUTPUT/_pca/pca.json of a run)",
+    )
+    parser.add_argument("--model", metavar="PATH", help="ONNX model (default: the cached one)")
+    parser.add_argument("--size", type=size_arg, help="model input size (default: the model's)")
+    parser.add_argument(
+        "--checkpoint",
+        metavar="DIR",
+        help="where the stream records its batches (default OUTPUT/_checkpoint; never in INPUT)",
+    )
+    parser.add_argument(
+        "--trigger",
+        type=duration_arg,
+        default=10.0,
+        help="list INPUT every this long (default 10s)",
+    )
+    parser.add_argument(
+        "--settle",
+        type=duration_arg,
+        default=2.0,
+        help="take a file once its size and mtime are unchanged between two listings and "
+        "its mtime is this old (default 2s)",
+    )
+    parser.add_argument(
+        "--max-files-per-trigger", type=positive_int, metavar="N", help="at most N files a batch"
+    )
+    parser.add_argument(
+        "--once",
+        "--available-now",
+        dest="once",
+        action="store_true",
+        help="process what INPUT holds (once settled), then exit",
+    )
+    parser.add_argument("--master", help="Spark master (default: local[*])")
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=DEFAULT_BATCH_SIZE,
+        help="images per inference run",
+    )
+    parser.add_argument("--threads", type=threads_arg, help="threads per task")
+    parser.add_argument(
+        "--verbose", action="store_true", help="show Spark's and Java's own messages"
+    )
     return parser
 
 

@@ -4,6 +4,9 @@
     read images → MobileNetV2 features → distributed PCA → Parquet (+ ``_pca/pca.json``
     and ``_summary.json``), on an embedded local Spark or the active/spark-submit one
     (:mod:`fruitlens.pipeline`).
+``fruitlens stream INPUT OUTPUT --pca PCA.json``
+    watch a folder: each image that arrives is featurized once, exactly once across
+    restarts, into Parquet parts (:mod:`fruitlens._stream_run`).
 ``fruitlens train INPUT MODEL_DIR``
     images (one folder per class) → features → classifier head on Spark → evaluation
     report → ``MODEL_DIR/classifier.onnx`` (:mod:`fruitlens.train_pipeline`).
@@ -32,8 +35,14 @@ import sys
 import time
 from typing import Any, Callable
 
-from . import _logs, _session, pipeline, train_pipeline
-from ._args import add_run_arguments, add_train_arguments, positive_int, size_arg
+from . import _logs, _session, _stream_run, pipeline, train_pipeline
+from ._args import (
+    add_run_arguments,
+    add_stream_arguments,
+    add_train_arguments,
+    positive_int,
+    size_arg,
+)
 from ._common import deprecated
 from ._errors import CLIError, ModelError
 from ._fetch import fetch_model
@@ -70,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_run_arguments(run)
     run.set_defaults(func=_cmd_run)
+    stream = sub.add_parser(
+        "stream",
+        help="featurize images as they arrive in a folder, exactly once, into Parquet",
+        description="watch INPUT; each file that has settled (see --settle) is featurized "
+        "once, projected with --pca and written to OUTPUT/part-<batch>.parquet (columns: "
+        + ", ".join(pipeline.OUTPUT_COLUMNS)
+        + "); restarts resume from the checkpoint, without losing or repeating a file",
+    )
+    add_stream_arguments(stream)
+    stream.set_defaults(func=_cmd_stream)
     _add_recognizer(sub)
 
     model = sub.add_parser("model", help="build, inspect or download the ONNX model")
@@ -175,6 +194,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(summary["message"])
         return 0
     print(pipeline.format_summary(summary))
+    return 0
+
+
+def _cmd_stream(args: argparse.Namespace) -> int:
+    config = _stream_run.StreamConfig(
+        args.input,
+        args.output,
+        args.pca,
+        model=args.model,
+        size=args.size,
+        checkpoint=args.checkpoint,
+        trigger=args.trigger,
+        settle=args.settle,
+        max_files_per_trigger=args.max_files_per_trigger,
+        once=args.once,
+        master=args.master,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        verbose=args.verbose,
+    )
+    rows = _stream_run.run_stream(config)
+    print(f"{rows} new rows in {args.output}")
     return 0
 
 

@@ -18,6 +18,7 @@ Arrow batches out; no pandas, no per-image Python):
 Works with PySpark 3.5 and 4.x. The package's modules, one concern each:
 
 * ``_read``: reading and listing images; ``_featurize``: featurize on the driver;
+* ``_stream``: :func:`read_image_stream` (Structured Streaming input);
 * ``_pca``: PCA statistics, fit and projection; ``_arrow``: Arrow I/O;
 * ``_tasks``: the code the executors run (imports only pyarrow and the core);
 * ``_train``: the classifier: :func:`train_classifier`, :func:`predict_features`,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
         read_images,
         read_images_arrow,
     )
+    from ._stream import read_image_stream
     from ._train import (
         DEFAULT_MAX_ITER,
         DEFAULT_REG_PARAM,
@@ -95,6 +97,7 @@ __all__ = [
     "model_shape",
     "pca_stats",
     "predict_features",
+    "read_image_stream",
     "read_images",
     "read_images_arrow",
     "spark_can_read",
@@ -127,6 +130,7 @@ _LAZY: dict[str, str] = {
         ),
         "_read",
     ),
+    "read_image_stream": "_stream",
     **dict.fromkeys(
         (
             "DEFAULT_MAX_ITER",

@@ -259,8 +259,8 @@ def _stats_for(
     """The :class:`FeatureStats` featurize gathers into (see its ``stats``)."""
     if isinstance(stats, FeatureStats):
         return stats
-    if not _wants_stats(stats, output_dim):
-        return None
+    if not _wants_stats(stats, output_dim) or df_in.isStreaming:
+        return None  # a stream: no single pass for the statistics to describe
     return auto_stats(df_in, limit=stats is None)
 
 
