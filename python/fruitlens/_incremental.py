@@ -53,7 +53,7 @@ from ._native_embed import Featurized, NativeProgress, featurize, list_input, wo
 from ._pca import PCA, PCAStats
 from ._progress import stage
 from ._report import all_failed, run_summary
-from .output import PCA_FILE, SUMMARY_FILE, OutputTarget
+from .output import PCA_FILE, OutputTarget
 
 if TYPE_CHECKING:
     from .pipeline import RunConfig
@@ -187,8 +187,7 @@ def run_incremental(
                 _write(config, target, merge(kept_rows, fresh_rows), counts.images, pca_text)
         summary = _summary(config, model, size, counts, pca, stages, t_start)
         summary["incremental"] = changes.counts(config.refit)
-        target.write_text(SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-        target.commit()
+        target.commit_run(summary)
         return summary
     except BaseException:
         target.abort()  # what this run wrote; never the previous output

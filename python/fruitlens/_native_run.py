@@ -14,7 +14,6 @@ a Spark application (spark-submit, a notebook's active session).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -37,7 +36,7 @@ from ._preflight import local_path
 from ._progress import stage
 from ._report import all_failed, run_summary
 from ._session import check_master_remote, connect_url
-from .output import PCA_FILE, SUMMARY_FILE, OutputTarget
+from .output import PCA_FILE, OutputTarget
 
 if TYPE_CHECKING:
     from .pipeline import RunConfig
@@ -155,8 +154,7 @@ def run_native(
             with stage("transform_write", progress, stages):
                 _transform_and_write(config, target, feats, pca)
         summary = _summary(config, model, size, feats, pca, stages, t_start)
-        target.write_text(SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-        target.commit()
+        target.commit_run(summary)
         return summary
     except BaseException:
         target.abort()  # what this run wrote; never the previous output

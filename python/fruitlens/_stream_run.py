@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from . import _session, _uri
 from . import spark as fl_spark
-from ._common import sha256_bytes
+from ._common import sha256_bytes, write_atomic
 from ._errors import CLIError, FruitlensError
 from ._faults import kill_point
 from ._lineage import OUTPUT_SCHEMA
@@ -75,15 +75,6 @@ class StreamConfig:
     verbose: bool = False
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _ref_json(r: ImageRef) -> list[Any]:
     micros = None if r.modified is None else (r.modified - _EPOCH) // timedelta(microseconds=1)
     return [r.path, r.label, r.size, micros]
@@ -114,7 +105,7 @@ class Checkpoint:
                     "use another --checkpoint (and OUTPUT) for it"
                 )
         else:
-            _write_atomic(meta_path, json.dumps(meta, indent=1).encode())
+            write_atomic(meta_path, json.dumps(meta, indent=1).encode())
         self.plans = self._ids("plans", ".json")
         self.commits = self._ids("commits", "")
         self.planned: set[str] = set()
@@ -138,13 +129,13 @@ class Checkpoint:
     def plan(self, refs: list[ImageRef]) -> int:
         bid = max(self.plans, default=-1) + 1
         body = {"batch": bid, "files": [_ref_json(r) for r in refs]}
-        _write_atomic(os.path.join(self.root, "plans", f"{bid}.json"), json.dumps(body).encode())
+        write_atomic(os.path.join(self.root, "plans", f"{bid}.json"), json.dumps(body).encode())
         self.plans.add(bid)
         self.planned.update(r.path for r in refs)
         return bid
 
     def commit(self, bid: int, rows: int) -> None:
-        _write_atomic(os.path.join(self.root, "commits", str(bid)), f"{rows}\n".encode())
+        write_atomic(os.path.join(self.root, "commits", str(bid)), f"{rows}\n".encode())
         self.commits.add(bid)
 
 

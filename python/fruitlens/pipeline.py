@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
@@ -40,7 +39,7 @@ from ._preflight import check_input, check_model, local_path, output_target
 from ._progress import STAGES, spark_progress, stage
 from ._report import all_failed, error_kinds, format_summary, run_summary
 from ._session import TASKS_PER_CORE, SqlConf, file_splits
-from .output import PCA_FILE, SUMMARY_FILE, OutputTarget
+from .output import PCA_FILE, OutputTarget
 from .spark import _connect as fl_connect
 
 __all__ = [
@@ -375,5 +374,4 @@ def _summary(
 def commit(target: OutputTarget, summary: dict[str, Any]) -> None:
     """Write ``_summary.json``, then the ``_SUCCESS`` manifest, last: OUTPUT switches
     to this run at once."""
-    target.write_text(SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-    target.commit()
+    target.commit_run(summary)

@@ -5,6 +5,7 @@ See :mod:`fruitlens.output` for the protocol.
 
 from __future__ import annotations
 
+import json
 import posixpath
 import uuid
 from collections.abc import Iterable
@@ -144,6 +145,12 @@ class OutputTarget:
         self.store.write(self._path(rel), text.encode("utf-8"))
 
     # -- publishing -----------------------------------------------------------------
+
+    def commit_run(self, summary: dict[str, Any]) -> Manifest:
+        """Write a run's ``_summary.json``, then :meth:`commit`: OUTPUT switches to
+        this run at once."""
+        self.write_text(SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+        return self.commit()
 
     def commit(self) -> Manifest:
         """Write the manifest (last), publish, delete the old output's files."""
