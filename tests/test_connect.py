@@ -223,3 +223,17 @@ def test_connect_progress_line_from_the_server_progress() -> None:
         assert line is not None and line.startswith("[featurize")
         assert line.endswith("stage 3: 1/4 tasks, 2 running")
     assert session.handlers == []
+
+
+def test_hadoop_outputs_are_refused_on_connect() -> None:
+    """A Hadoop-filesystem OUTPUT needs the JVM a Connect client does not have: a clear
+    OutputError, not an attribute error from deep inside."""
+    from fruitlens import OutputError
+    from fruitlens.output._stores import store_for
+
+    class ConnectSession:  # what the check looks at: the session's class's module
+        pass
+
+    ConnectSession.__module__ = "pyspark.sql.connect.session"
+    with pytest.raises(OutputError, match="on Spark Connect, outputs go to local folders"):
+        store_for("hdfs://namenode/out", ConnectSession(), "auto")

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from .. import _uri
-from .._common import write_atomic
+from .._common import is_spark_connect, write_atomic
 from .._errors import OutputError
 from .._fs import filesystem_for, use_arrow_io
 
@@ -254,5 +254,10 @@ def store_for(uri: str, spark: Any = None, io: str = "auto") -> tuple[Any, str]:
         raise OutputError(
             f"{uri}: {scheme}:// outputs are written through Spark's Hadoop filesystems; "
             "this reader supports local folders, s3:// and gs:// only"
+        )
+    if is_spark_connect(spark):  # no JVM on this side to reach Hadoop through
+        raise OutputError(
+            f"{uri}: on Spark Connect, outputs go to local folders, s3:// or gs:// (a "
+            f"{scheme}:// output needs a classic session's Hadoop filesystems)"
         )
     return HadoopStore(spark, uri), uri.rstrip("/")
