@@ -10,7 +10,7 @@ a classic session and from what Connect offers otherwise:
   ``spark.range`` (the same default) on Connect, asked once per session;
 * :func:`ship_file`: ``SparkContext.addFile``, or ``SparkSession.addArtifacts(...,
   file=True)``; tasks find both with ``SparkFiles.get(name)``;
-* :func:`master`, :func:`set_job_description`, :func:`set_log_level`: best effort.
+* :func:`master`: the server's ``spark.master`` when it tells.
 
 pyspark is an optional dependency of fruitlens: this module imports it inside the
 functions that need it, so that ``import fruitlens.spark`` works without it.
@@ -32,8 +32,6 @@ __all__ = [
     "master",
     "num_partitions",
     "session_key",
-    "set_job_description",
-    "set_log_level",
     "ship_file",
 ]
 
@@ -105,20 +103,3 @@ def ship_file(spark: SparkSession, source: str, local: bool) -> None:
     sc = spark.sparkContext
     # a local file as a percent-encoded file URI: Spark reads '#' as a fragment
     sc.addFile(pathlib.Path(source).as_uri() if local else source)
-
-
-def set_job_description(spark: SparkSession, text: str) -> None:
-    """Name the jobs that follow in Spark's UI (classic sessions; Connect: a tag)."""
-    try:
-        if is_connect(spark):
-            return
-        spark.sparkContext.setJobDescription(text)
-    except Exception:  # pragma: no cover - best effort
-        pass
-
-
-def set_log_level(spark: SparkSession, level: str) -> None:
-    """``SparkContext.setLogLevel`` on classic sessions (Connect servers keep theirs)."""
-    if is_connect(spark):
-        return
-    spark.sparkContext.setLogLevel(level)
