@@ -23,14 +23,17 @@ __all__ = [
     "LENGTH_TYPE",
     "LINEAGE",
     "MTIME_TYPE",
+    "OUTPUT_COLUMNS",
     "OUTPUT_SCHEMA",
     "RETRIED_ERROR",
     "Diff",
     "Positioned",
     "diff",
+    "from_micros",
     "listing_table",
     "merge",
     "mtime_array",
+    "to_micros",
 ]
 
 #: Types of ``length`` and ``modificationTime`` (as Spark's ``binaryFile`` lists them).
@@ -51,15 +54,26 @@ OUTPUT_SCHEMA = pa.schema(
         pa.field("modificationTime", MTIME_TYPE),
     ]
 )
+#: Its column names, in order.
+OUTPUT_COLUMNS = tuple(OUTPUT_SCHEMA.names)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICRO = timedelta(microseconds=1)
+
+
+def to_micros(t: datetime | None) -> int | None:
+    """A time-zone-aware time as exact microseconds since the epoch (None stays None)."""
+    return None if t is None else (t - _EPOCH) // _MICRO
+
+
+def from_micros(micros: int | None) -> datetime | None:
+    """The UTC time of :func:`to_micros`' microseconds (None stays None)."""
+    return None if micros is None else _EPOCH + micros * _MICRO
 
 
 def mtime_array(times: list[datetime | None]) -> pa.Array:
     """Modification times as ``MTIME_TYPE`` (exact microseconds; converted here because
     pyarrow imports pandas to convert time-zone-aware datetimes, 0.2 s)."""
-    micros = [None if t is None else (t - _EPOCH) // _MICRO for t in times]
-    return pa.array(micros, pa.int64()).cast(MTIME_TYPE)
+    return pa.array([to_micros(t) for t in times], pa.int64()).cast(MTIME_TYPE)
 
 
 #: The output's lineage columns: the source file's size and modification time.

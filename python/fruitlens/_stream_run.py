@@ -12,7 +12,7 @@ A micro-batch loop on the driver, with its own source and sink:
   ``CHECKPOINT/plans/<id>.json`` (atomically) before any work: a file is in at most
   one plan, ever;
 * work: Spark featurizes them (``fetch_from="path"``) and projects with the PCA;
-* sink: the rows are written to ``OUTPUT/.part-<id>.tmp`` then renamed to
+* sink: the rows are written to a hidden ``OUTPUT/.part-<id>...tmp`` then renamed to
   ``OUTPUT/part-<id>.parquet``, then ``CHECKPOINT/commits/<id>`` is written. A plan
   without a commit (a crash) is run again first, with the same files, and its part
   replaces the one a crash may have published: each file gives one row, once.
@@ -25,7 +25,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pyarrow as pa
@@ -37,7 +36,7 @@ from . import spark as fl_spark
 from ._common import sha256_bytes, write_atomic
 from ._errors import CLIError, FruitlensError
 from ._faults import kill_point
-from ._lineage import OUTPUT_SCHEMA
+from ._lineage import OUTPUT_COLUMNS, OUTPUT_SCHEMA, from_micros, to_micros
 from ._listing import ImageRef
 from ._logs import PROG, open_run_log
 from ._native_embed import list_input
@@ -51,8 +50,6 @@ __all__ = ["CHECKPOINT_DIR", "Checkpoint", "StreamConfig", "run_stream", "settle
 
 #: The default checkpoint folder, inside OUTPUT (``_``: Parquet readers skip it).
 CHECKPOINT_DIR = "_checkpoint"
-_COLUMNS = [f.name for f in OUTPUT_SCHEMA]
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -76,14 +73,12 @@ class StreamConfig:
 
 
 def _ref_json(r: ImageRef) -> list[Any]:
-    micros = None if r.modified is None else (r.modified - _EPOCH) // timedelta(microseconds=1)
-    return [r.path, r.label, r.size, micros]
+    return [r.path, r.label, r.size, to_micros(r.modified)]
 
 
 def _ref_of(row: list[Any]) -> ImageRef:
     path, label, size, micros = row
-    mtime = None if micros is None else _EPOCH + timedelta(microseconds=micros)
-    return ImageRef(path, label, size, mtime)
+    return ImageRef(path, label, size, from_micros(micros))
 
 
 class Checkpoint:
@@ -168,7 +163,7 @@ def _featurize_batch(
         stats=False,
         fetch_from="path",
     )
-    out = fl_spark.transform_pca(feats, pca_text).select(*_COLUMNS)
+    out = fl_spark.transform_pca(feats, pca_text).select(*OUTPUT_COLUMNS)
     with SqlConf(spark, {"spark.sql.session.timeZone": "UTC"}):
         batches = list(fl_spark.collect_arrow_batches(out))
     table = pa.Table.from_batches(batches) if batches else OUTPUT_SCHEMA.empty_table()
@@ -182,12 +177,10 @@ def _featurize_batch(
 
 def _publish(output: str, bid: int, table: pa.Table) -> None:
     """Write batch ``bid``'s part under a hidden name, then rename it into place (a
-    re-run of the batch replaces it)."""
-    tmp = os.path.join(output, f".part-{bid:06d}.tmp")
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, _part_path(output, bid))
+    re-run of the batch replaces it): :func:`fruitlens._common.write_atomic`."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    write_atomic(_part_path(output, bid), sink.getvalue().to_pybytes())
 
 
 class _Stream:

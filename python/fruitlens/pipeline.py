@@ -32,6 +32,7 @@ from ._common import has_glob
 from ._core import DEFAULT_BATCH_SIZE
 from ._errors import CLIError
 from ._faults import kill_point
+from ._lineage import OUTPUT_COLUMNS
 from ._logs import PROG, open_run_log
 from ._native_run import choose_engine, run_native
 from ._pca import PCA
@@ -53,10 +54,6 @@ __all__ = [
     "run_pipeline",
     "stage",
 ]
-
-#: Columns of the Parquet written by ``fruitlens run`` (``length``, ``modificationTime``:
-#: the source file's size and modification time, as listed; ``--incremental`` uses them).
-OUTPUT_COLUMNS = ("path", "label", "features", "pca", "error", "length", "modificationTime")
 
 
 @dataclass(frozen=True)

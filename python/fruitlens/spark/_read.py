@@ -42,9 +42,11 @@ __all__ = [
     "ARROW_ROWS_PER_PARTITION",
     "DEFAULT_EXTENSIONS",
     "READ_ERROR_COL",
+    "image_files",
     "list_images",
     "read_images",
     "read_images_arrow",
+    "with_folder_label",
 ]
 
 #: File extensions :func:`read_images` picks up (case-insensitive; without the dot).
@@ -145,13 +147,7 @@ def _binary_file_frame(
     spark: SparkSession, sources: list[str], paths: list[str], extensions: Sequence[str]
 ) -> DataFrame:
     """``sources`` read by Spark's ``binaryFile``, plus ``label`` (the parent folder)."""
-    from pyspark.sql import functions as F  # optional dependency
-
-    reader = (
-        spark.read.format("binaryFile")
-        .option("recursiveFileLookup", "true")
-        .option("pathGlobFilter", case_insensitive_glob(extensions))
-    )
+    reader = image_files(spark.read, extensions)
     try:
         df = reader.load(sources)
     except Exception as exc:  # AnalysisException: path does not exist / not readable
@@ -161,6 +157,23 @@ def _binary_file_frame(
                 f"cannot read input {', '.join(paths)}: {first_line(exc)}"
             ) from exc
         raise
+    return with_folder_label(df)
+
+
+def image_files(reader: Any, extensions: Sequence[str]) -> Any:
+    """A ``spark.read``/``spark.readStream`` set to read images with Spark's
+    ``binaryFile``: recursively, only ``extensions`` (any case)."""
+    return (
+        reader.format("binaryFile")
+        .option("recursiveFileLookup", "true")
+        .option("pathGlobFilter", case_insensitive_glob(extensions))
+    )
+
+
+def with_folder_label(df: DataFrame) -> DataFrame:
+    """``df`` plus ``label``: the parent folder's name of each ``path``."""
+    from pyspark.sql import functions as F  # optional dependency
+
     # binaryFile writes Hadoop's Path.toString(): file: + the literal absolute path
     return df.withColumn("label", F.element_at(F.split(F.col("path"), "/"), -2))
 

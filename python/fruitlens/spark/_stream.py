@@ -21,8 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ._paths import case_insensitive_glob
-from ._read import DEFAULT_EXTENSIONS
+from ._read import DEFAULT_EXTENSIONS, image_files, with_folder_label
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -49,8 +48,7 @@ def read_image_stream(
     ``writeStream`` (a checkpoint and Spark's file sink give exactly-once output).
     See the module documentation about files still being written.
     """
-    from pyspark.sql import functions as F  # optional dependency
-    from pyspark.sql import types as T
+    from pyspark.sql import types as T  # optional dependency
 
     schema = T.StructType(
         [
@@ -60,12 +58,8 @@ def read_image_stream(
             T.StructField("content", T.BinaryType(), True),
         ]
     )
-    reader = (
-        spark.readStream.format("binaryFile")
-        .schema(schema)
-        .option("recursiveFileLookup", "true")
-        .option("pathGlobFilter", case_insensitive_glob(extensions))
-        .option("latestFirst", "true" if latest_first else "false")
+    reader = image_files(spark.readStream.schema(schema), extensions).option(
+        "latestFirst", "true" if latest_first else "false"
     )
     if max_files_per_trigger is not None:
         if max_files_per_trigger < 1:
@@ -73,5 +67,4 @@ def read_image_stream(
                 f"max_files_per_trigger must be at least 1, got {max_files_per_trigger}"
             )
         reader = reader.option("maxFilesPerTrigger", str(int(max_files_per_trigger)))
-    df = reader.load(path)
-    return df.withColumn("label", F.element_at(F.split(F.col("path"), "/"), -2))
+    return with_folder_label(reader.load(path))
