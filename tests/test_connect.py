@@ -237,3 +237,23 @@ def test_hadoop_outputs_are_refused_on_connect() -> None:
     ConnectSession.__module__ = "pyspark.sql.connect.session"
     with pytest.raises(OutputError, match="on Spark Connect, outputs go to local folders"):
         store_for("hdfs://namenode/out", ConnectSession(), "auto")
+
+
+def test_an_unreachable_connect_server_is_a_one_line_error(
+    fruit_images: Path, tmp_path: Path
+) -> None:
+    """The Connect client would retry a dead address for minutes: fruitlens checks that
+    the server accepts a connection first, and refuses malformed URLs, before any work."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "out"
+    dead = _run(str(fruit_images), str(out), "--remote", f"sc://127.0.0.1:{port}")
+    assert dead.returncode == 1 and "cannot reach the Spark Connect server" in dead.stderr
+    bad = _run(str(fruit_images), str(out), "--remote", "sc:/nohost")
+    assert bad.returncode == 1 and "--remote must be sc://HOST[:PORT]" in bad.stderr
+    for result in (dead, bad):
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ._common import first_line
 from ._errors import CLIError
 from ._logs import PROG, _stderr_to
 
 __all__ = [
+    "CONNECT_PORT",
+    "CONNECT_TIMEOUT",
     "LOCAL_ARROW_BATCH",
     "LOCAL_JAVA_OPTIONS",
     "TASKS_PER_CORE",
@@ -195,6 +199,28 @@ def connect_url(master: str | None, remote: str | None) -> str | None:
     return remote or (None if master else os.environ.get("SPARK_REMOTE") or None)
 
 
+#: Spark Connect's default port, and how long to wait for a server to accept.
+CONNECT_PORT = 15002
+CONNECT_TIMEOUT = 10.0
+
+
+def _check_reachable(remote: str) -> None:
+    """:class:`CLIError` unless the Spark Connect server of ``sc://HOST[:PORT]/...``
+    accepts a TCP connection within :data:`CONNECT_TIMEOUT` seconds (the client itself
+    retries an unreachable server with backoff for minutes, silently)."""
+    parts = urlsplit(remote)
+    if parts.scheme != "sc" or not parts.hostname:
+        raise CLIError(f"--remote must be sc://HOST[:PORT] or local[N], got {remote}")
+    port = parts.port or CONNECT_PORT
+    try:
+        socket.create_connection((parts.hostname, port), timeout=CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        raise CLIError(
+            f"cannot reach the Spark Connect server at {parts.hostname}:{port} ({exc}); "
+            "is it running (sbin/start-connect-server.sh) and is the address right?"
+        ) from None
+
+
 def _connect_session(remote: str, master: str | None, log_file: Path | None) -> tuple[Any, bool]:
     """``(spark, created)``: the active Spark Connect session of ``remote``, or a new one."""
     check_master_remote(master, remote)
@@ -210,6 +236,8 @@ def _connect_session(remote: str, master: str | None, log_file: Path | None) -> 
         return active, False
     from pyspark.sql import SparkSession  # its builder starts local[N] Connect servers
 
+    if not remote.startswith("local"):
+        _check_reachable(remote)
     builder = SparkSession.builder.remote(remote)
     if remote.startswith("local"):  # a Connect server in a JVM of this process
         check_java()
