@@ -31,6 +31,7 @@ FIRST, ADDED = 12, 3
 
 def _config(src: Path | str, out: Path | str, model: Path, **kw) -> RunConfig:
     kw.setdefault("engine", "native")  # (the Spark engine if a test left a SparkContext)
+    kw.setdefault("partitions", 2)  # parts as on a 2-core machine, whatever this one has
     return RunConfig(str(src), str(out), model=str(model), k=5, progress=False, **kw)
 
 
@@ -198,6 +199,7 @@ def test_incremental_rows(updated) -> None:
         "kept": FIRST * len(CLASSES) - 6,
         "retried": 0,
         "refit": False,
+        "parts_reused": 0,  # each old part had a changed or deleted image
     }
     assert u["inc"]["images"] == len(listed) == u["full"]["images"]
     for path in kinds["new"] + kinds["changed"]:  # the same features as a full run
@@ -259,6 +261,58 @@ def test_noop_rerun_commits_nothing(updated) -> None:
     assert (out / "_SUCCESS").read_bytes() == manifest
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == stamps
     assert not list(out.parent.glob(".out.fruitlens-*"))
+    summary = run(_config(u["src"], out, u["inc"]["model"], incremental=True))  # library
+    assert summary["up_to_date"] is True and "nothing written" in summary["message"]
+    assert summary["k"] == u["inc"]["k"] and summary["incremental"]["new"] == 0
+
+
+def test_appended_images_leave_the_old_parts_as_they_are(
+    shared_dir: Path, onnx_224: Path, tmp_path: Path
+) -> None:
+    """Only new images: the old parts are the new output's as they are (hard links, no
+    rewrite), the new rows a new part; rows as a full run's; small parts do not pile up
+    over many runs; a kill before the switch leaves the old output whole."""
+    src = _first_folder(shared_dir, tmp_path / "src")
+    out = tmp_path / "out"
+    run(_config(src, out, onnx_224))
+    before, old_parts = _rows(out), output.verify(str(out)).parts
+    inodes = {p: (out / p).stat().st_ino for p in old_parts}
+    added = []
+    for cls in CLASSES:
+        for path in _files(shared_dir, "Train", cls)[:ADDED]:
+            shutil.copyfile(path, src / cls / f"new-{path.name}")
+            added.append(f"file:{src / cls / f'new-{path.name}'}")
+    args = [str(src), str(out), "--model", str(onnx_224), "--k", "5", "--partitions", "2"]
+    proc = _cli(*args, "--incremental", env={output.KILL_ENV: "before-swap"})
+    assert proc.returncode == -signal.SIGKILL
+    assert _rows(out) == before and output.verify(str(out)).parts == old_parts
+    summary = run(_config(src, out, onnx_224, incremental=True))
+    assert summary["incremental"]["new"] == len(added) and summary["incremental"]["deleted"] == 0
+    assert summary["incremental"]["parts_reused"] == len(old_parts) == 2
+    parts = output.verify(str(out)).parts
+    assert set(old_parts) < set(parts) and len(parts) == 3
+    assert {p: (out / p).stat().st_ino for p in old_parts} == inodes  # not rewritten
+    rows = _rows(out)
+    full = _rows(run(_config(src, tmp_path / "full", onnx_224))["output"])
+    assert sorted(rows) == sorted(full) == sorted([*before, *added])
+    for path, row in rows.items():
+        assert row["features"] == full[path]["features"], path
+        if path in before:
+            assert row == before[path]
+    pca = output.read_output(str(out))[1]
+    for path in added:  # projected with the saved PCA
+        want = pca.transform(np.array([rows[path]["features"]], np.float32))[0]
+        np.testing.assert_array_equal(np.array(rows[path]["pca"], np.float32), want)
+    for round_ in range(4):  # small appends: small parts are merged, not piled up
+        for cls in CLASSES[:2]:
+            path = _files(shared_dir, "Train", cls)[ADDED + round_]
+            shutil.copyfile(path, src / cls / f"more-{path.name}")
+        summary = run(_config(src, out, onnx_224, incremental=True))
+        assert summary["incremental"]["new"] == 2
+        assert len(output.verify(str(out)).parts) <= 4
+    rows = _rows(out)
+    assert sorted(rows) == sorted(f"file:{p}" for p in src.rglob("*.jpg"))
+    assert not list(tmp_path.glob(".out.fruitlens-*"))
 
 
 # --------------------------------------------------------------------------------------
@@ -367,6 +421,7 @@ def test_incremental_on_s3(
     images, uri = f"s3://{s3_bucket}/images", f"s3://{s3_bucket}/features"
     run(_config(images, uri, onnx_224))
     before = _rows(uri)
+    old_parts = output.verify(uri).parts
     client = s3_server.client()
     new_key = "images/apple/new.jpg"
     client.put_object(Bucket=s3_bucket, Key=new_key, Body=files[7].read_bytes())
@@ -381,6 +436,7 @@ def test_incremental_on_s3(
         "kept": 4,
         "retried": 0,
         "refit": False,
+        "parts_reused": 1,  # the second part (none of its images changed): the same object
     }
     rows = _rows(uri)
     assert len(rows) == 6 and f"s3://{s3_bucket}/images/apple/{files[1].name}" not in rows
@@ -388,6 +444,9 @@ def test_incremental_on_s3(
         assert rows[path]["features"] != before.get(path, {}).get("features")
     for path in set(rows) - {f"s3://{s3_bucket}/{k}" for k in (new_key, changed_key)}:
         assert rows[path] == before[path]
-    output.verify(uri)
+    manifest = output.verify(uri)
+    assert old_parts[1] in manifest.parts and old_parts[0] not in manifest.parts
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    assert f"features/{old_parts[0]}" not in keys  # the old output's other files: deleted
     again = run(_config(images, uri, onnx_224, incremental=True))
     assert again.get("up_to_date") is True

@@ -13,9 +13,13 @@ path, ``length`` and ``modificationTime`` (the lineage columns every run writes)
   re-embedded, plus the new ones) and every row is re-projected.
 
 The union is written and committed like a full run (:class:`fruitlens.output.OutputTarget`:
-staging + one atomic switch), in listing order. Nothing new, changed, deleted or to retry
-(and no ``--refit``): nothing is written, and :func:`run_incremental` returns a summary
-with ``up_to_date`` and a one-line ``message``. Incremental runs use the native engine.
+staging + one atomic switch). Old parts whose rows are all kept stay as they are
+(``OutputTarget.reuse``: a hard link, or the same object; ``parts_reused`` in the
+summary) unless ``--refit`` or smaller than half a full run's part; the other kept rows
+and the new ones are written as new parts, in listing order. Nothing new, changed,
+deleted or to retry (and no ``--refit``): nothing is written, and
+:func:`run_incremental` returns the output's summary with ``up_to_date`` and a
+one-line ``message``. Incremental runs use the native engine.
 
 The diff and the merge are pure functions (:mod:`fruitlens._lineage`); the old output
 is streamed and the new rows spilled, so memory stays bounded as in a full run.
@@ -100,18 +104,22 @@ class _Old:
         return pq.ParquetFile(self.fs.open_input_file(part) if self.fs is not None else part)
 
     def table(self, columns: list[str]) -> pa.Table:
-        """``columns`` of every row, in the parts' order."""
+        """``columns`` of every row, in the parts' order (and :attr:`part_rows`)."""
         tables = []
         for part in self.parts():
             with self._open(part) as parquet:
                 tables.append(parquet.read(columns=columns))
+        #: Rows of each part, in :meth:`parts` order.
+        self.part_rows = [len(t) for t in tables]
         return pa.concat_tables(tables)
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
-        """Every row, part by part, in the same order as :meth:`table`."""
-        for part in self.parts():
-            with self._open(part) as parquet:
-                yield from parquet.iter_batches(batch_size=4096)
+    def part_schema(self, index: int) -> pa.Schema:
+        return pq.read_schema(self.parts()[index], filesystem=self.fs)
+
+    def part_batches(self, index: int) -> Iterator[pa.RecordBatch]:
+        """The rows of part ``index``, in order."""
+        with self._open(self.parts()[index]) as parquet:
+            yield from parquet.iter_batches(batch_size=4096)
 
 
 def _check_old(old: _Old, config: RunConfig, model: str, size: int | None) -> dict[str, Any]:
@@ -154,19 +162,20 @@ def run_incremental(
     say: Callable[[str], None],
 ) -> dict[str, Any]:
     """The incremental run (``target`` prepared over an existing output); returns the
-    summary, or ``{"up_to_date": True, "message": ..., ...}`` when there is nothing to
-    do (nothing written). Memory stays bounded: the old output is streamed part by part
-    and the new rows are spilled, as in a full run. On any failure what this run wrote
+    summary; when there is nothing to do (nothing written) the committed output's
+    summary with ``"up_to_date": True`` and a one-line ``"message"``. Memory stays
+    bounded: the old output is streamed part by part and the new rows are spilled, as
+    in a full run. On any failure what this run wrote
     is removed and the previous output stays."""
     stages: dict[str, float] = {}
     spill_dir = tempfile.mkdtemp(prefix="fruitlens-incremental-")
     try:
         old = _Old(target)
-        _check_old(old, config, model, size)
+        previous = _check_old(old, config, model, size)
         refs, index, changes = _changes(config, old)
         if changes.up_to_date and not config.refit:
             target.abort()  # nothing was written; nothing is
-            return _up_to_date(config, len(refs))
+            return _up_to_date(config, len(refs), previous)
         todo = [refs[i] for i in changes.todo]
         kept_at = np.full(index.num_rows, -1, np.int64)  # old row -> listing position
         kept_at[np.asarray(changes.kept, np.int64)] = np.asarray(changes.kept_at, np.int64)
@@ -180,13 +189,20 @@ def run_incremental(
             with stage("pca_fit", progress, stages):
                 pca, pca_text = _pca(config, old, kept_at, fresh)
             with stage("transform_write", progress, stages):
-                kept_rows = _kept(old, kept_at)
+                rows_per_file = _rows_per_file(config, counts.images)
+                reused = _reusable(config, old, kept_at, rows_per_file)
+                for index in reused:  # whole parts, unchanged: not rewritten
+                    target.reuse(old.manifest.parts[index])
+                kept_rows = _kept(old, kept_at, skip=set(reused))
                 if config.refit:  # every row, with the refitted PCA
                     kept_rows = _projected(kept_rows, pca)
                 fresh_rows = _projected(_fresh(fresh, changes.todo), pca)
-                _write(config, target, merge(kept_rows, fresh_rows), counts.images, pca_text)
+                target.write_parquet(
+                    merge(kept_rows, fresh_rows), schema=OUTPUT_SCHEMA, rows_per_file=rows_per_file
+                )
+                target.write_text(PCA_FILE, pca_text)
         summary = _summary(config, model, size, counts, pca, stages, t_start)
-        summary["incremental"] = changes.counts(config.refit)
+        summary["incremental"] = {**changes.counts(config.refit), "parts_reused": len(reused)}
         target.commit_run(summary)
         return summary
     except BaseException:
@@ -232,12 +248,22 @@ def _summary(
     )
 
 
-def _up_to_date(config: RunConfig, images: int) -> dict[str, Any]:
+def _up_to_date(config: RunConfig, images: int, previous: dict[str, Any]) -> dict[str, Any]:
+    """The committed output's summary (it is this run's result), with ``up_to_date``,
+    a one-line ``message`` and this run's ``incremental`` counts."""
     message = (
         f"fruitlens: {config.output} is up to date ({images} images; nothing new, changed "
         f"or deleted under {config.input}): nothing written"
     )
-    return {"up_to_date": True, "message": message, "images": images, "output": config.output}
+    counts = {"new": 0, "changed": 0, "deleted": 0, "kept": images, "retried": 0}
+    return {
+        **previous,
+        "up_to_date": True,
+        "message": message,
+        "images": images,
+        "output": config.output,
+        "incremental": {**counts, "refit": False},
+    }
 
 
 def _featurize(
@@ -276,17 +302,44 @@ def _fresh(fresh: Featurized | None, todo: list[int]) -> Positioned:
         offset += len(batch)
 
 
-def _kept(old: _Old, kept_at: np.ndarray) -> Positioned:
-    """The old output's kept rows, as stored (``OUTPUT_SCHEMA``), part by part, with
-    their listing positions."""
+def _kept(old: _Old, kept_at: np.ndarray, skip: set[int] | None = None) -> Positioned:
+    """The old output's kept rows, as stored (``OUTPUT_SCHEMA``), part by part (but the
+    parts in ``skip``), with their listing positions."""
     offset = 0
-    for batch in old.batches():
-        positions = kept_at[offset : offset + len(batch)]
-        offset += len(batch)
-        keep = positions >= 0
-        if keep.any():
-            rows = batch.filter(pa.array(keep)).select(OUTPUT_SCHEMA.names)
-            yield rows.cast(OUTPUT_SCHEMA), positions[keep]
+    for index, rows_in_part in enumerate(old.part_rows):
+        if skip and index in skip:
+            offset += rows_in_part
+            continue
+        for batch in old.part_batches(index):
+            positions = kept_at[offset : offset + len(batch)]
+            offset += len(batch)
+            keep = positions >= 0
+            if keep.any():
+                rows = batch.filter(pa.array(keep)).select(OUTPUT_SCHEMA.names)
+                yield rows.cast(OUTPUT_SCHEMA), positions[keep]
+
+
+def _rows_per_file(config: RunConfig, images: int) -> int:
+    """Rows per Parquet part, as a full run of ``images`` would write them."""
+    parts = config.partitions or worker_layout(config.threads)[0]
+    return max(1, -(-images // parts))
+
+
+def _reusable(config: RunConfig, old: _Old, kept_at: np.ndarray, rows_per_file: int) -> list[int]:
+    """The old parts kept as they are: every row kept (none deleted, changed or
+    retried), no ``--refit``, the schema this run writes, and at least half a full
+    part (smaller ones are rewritten with the new rows, so that a folder that grows
+    run after run does not end up in many small parts)."""
+    if config.refit:
+        return []
+    reused, offset = [], 0
+    for index, rows_in_part in enumerate(old.part_rows):
+        whole = bool((kept_at[offset : offset + rows_in_part] >= 0).all())
+        offset += rows_in_part
+        if whole and 2 * rows_in_part >= rows_per_file:
+            if old.part_schema(index).equals(OUTPUT_SCHEMA, check_metadata=False):
+                reused.append(index)
+    return reused
 
 
 def _projected(rows: Positioned, pca: PCA) -> Positioned:
@@ -344,17 +397,3 @@ class _Counts:
             samples[kind] = min(samples.get(kind, error), error)
         images = len(kept) + (fresh.images if fresh else 0)
         return cls(images, n_errors, images - n_errors, kinds, samples)
-
-
-def _write(
-    config: RunConfig,
-    target: OutputTarget,
-    batches: Iterator[pa.RecordBatch],
-    images: int,
-    pca_text: str,
-) -> None:
-    """The rows as a few Parquet parts (as a full native run), then the PCA."""
-    parts = config.partitions or worker_layout(config.threads)[0]
-    rows_per_file = max(1, -(-images // parts))
-    target.write_parquet(batches, schema=OUTPUT_SCHEMA, rows_per_file=rows_per_file)
-    target.write_text(PCA_FILE, pca_text)

@@ -41,7 +41,14 @@ from .output import PCA_FILE, OutputTarget
 if TYPE_CHECKING:
     from .pipeline import RunConfig
 
-__all__ = ["ENGINES", "OUTPUT_SCHEMA", "choose_engine", "in_spark_application", "run_native"]
+__all__ = [
+    "ENGINES",
+    "OUTPUT_SCHEMA",
+    "choose_engine",
+    "in_spark_application",
+    "run_native",
+    "skip_pandas_probe",
+]
 
 #: The ``--engine`` choices.
 ENGINES: tuple[str, ...] = ("auto", "native", "spark")
@@ -116,6 +123,35 @@ def choose_engine(config: RunConfig, spark: Any = None) -> str:
 # --------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------
+
+
+def skip_pandas_probe() -> None:
+    """Spare this process pyarrow's import of pandas (0.2-0.6 s): on its first
+    conversion of Python objects (``pa.array``, ``pa.scalar``...) pyarrow imports pandas,
+    if installed, to recognise pandas objects, which a native run never has.
+
+    Here that one probe is answered "no pandas" (``import pandas`` fails while it runs),
+    so the probe never imports it. Nothing else changes: pyarrow's pandas
+    functions (``to_pandas``, ``from_pandas``) still import pandas when called, and
+    ``import pandas`` works as before. For processes fruitlens owns (``fruitlens run``),
+    where no user code hands pandas objects to pyarrow; a no-op once pandas is
+    imported."""
+    if "pandas" in sys.modules:
+        return
+    finder = _NoPandas()
+    sys.meta_path.insert(0, finder)  # import pandas -> ImportError, for this call only
+    try:
+        pa.scalar(0)  # pyarrow's one probe (its pandas_api._check_import) happens here
+    finally:
+        sys.meta_path.remove(finder)
+
+
+class _NoPandas:
+    """A meta path finder under which ``import pandas`` fails (see skip_pandas_probe)."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas":
+            raise ModuleNotFoundError("pandas is not imported by fruitlens run", name=name)
 
 
 def run_native(

@@ -35,7 +35,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from . import _logs, _session, _stream_run, pipeline, train_pipeline
+from . import _logs, _session, _stream_run, pipeline
 from ._args import (
     add_run_arguments,
     add_stream_arguments,
@@ -48,10 +48,9 @@ from ._errors import CLIError, ModelError
 from ._fetch import fetch_model
 from ._logs import PROG, guard
 from ._native import __version__
+from ._native_run import choose_engine, skip_pandas_probe
 from .models import convert_keras, model_info, validate_model
-from .predict import add_predict_arguments, cmd_predict
 from .quantize import calibration_images, quantize_model
-from .serve import add_serve_arguments, cmd_serve
 
 __all__ = ["CLIError", "add_run_arguments", "build_parser", "main"]
 
@@ -61,8 +60,10 @@ __all__ = ["CLIError", "add_run_arguments", "build_parser", "main"]
 # --------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``fruitlens`` and its subcommands."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``fruitlens`` and its subcommands. ``command``: only that
+    subcommand gets its arguments (``predict`` and ``serve`` import their modules for
+    them, which ``fruitlens run`` need not wait for); None: every subcommand."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="MobileNetV2 image embeddings and PCA on Spark, with a Rust core.",
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_stream_arguments(stream)
     stream.set_defaults(func=_cmd_stream)
-    _add_recognizer(sub)
+    _add_recognizer(sub, command)
 
     model = sub.add_parser("model", help="build, inspect or download the ONNX model")
     msub = model.add_subparsers(dest="model_command", metavar="ACTION")
@@ -100,8 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_recognizer(sub: Any) -> None:
-    """``train`` and ``predict`` (the classifier)."""
+def _add_recognizer(sub: Any, command: str | None) -> None:
+    """``train``, ``predict`` and ``serve`` (the classifier); the arguments of
+    ``predict`` and ``serve`` only when ``command`` is None or theirs."""
     train = sub.add_parser(
         "train",
         help="train, evaluate and export a classifier (one subfolder of images per class)",
@@ -118,8 +120,11 @@ def _add_recognizer(sub: Any) -> None:
         help="classify images with a trained MODEL_DIR (no Spark)",
         description="print the predicted class of each image (files, folders, s3:// URIs)",
     )
-    add_predict_arguments(predict)
-    predict.set_defaults(func=cmd_predict)
+    if command in (None, "predict"):
+        from .predict import add_predict_arguments, cmd_predict
+
+        add_predict_arguments(predict)
+        predict.set_defaults(func=cmd_predict)
     serve = sub.add_parser(
         "serve",
         help="serve a trained MODEL_DIR over HTTP (POST /v1/predict, a web page at /)",
@@ -127,8 +132,11 @@ def _add_recognizer(sub: Any) -> None:
         "with image bytes (or a multipart upload) -> JSON label/score/top/info; GET /healthz, "
         "/readyz, /metrics (Prometheus), / (a web page to take or upload a photo)",
     )
-    add_serve_arguments(serve)
-    serve.set_defaults(func=cmd_serve)
+    if command in (None, "serve"):
+        from .serve import add_serve_arguments, cmd_serve
+
+        add_serve_arguments(serve)
+        serve.set_defaults(func=cmd_serve)
 
 
 def _add_convert_info(msub: Any) -> None:
@@ -189,7 +197,10 @@ def _add_quantize(msub: Any) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    summary = pipeline.run(pipeline.RunConfig.from_args(args))
+    config = pipeline.RunConfig.from_args(args)
+    if choose_engine(config) == "native":
+        skip_pandas_probe()  # this process's own: no pandas objects ever reach pyarrow
+    summary = pipeline.run(config)
     if summary.get("up_to_date"):  # --incremental with nothing to do: nothing written
         print(summary["message"])
         return 0
@@ -220,6 +231,8 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from . import train_pipeline  # (not at the top: `fruitlens run` need not import it)
+
     report = train_pipeline.train_from_args(args)
     train_pipeline.print_summary(report, args.model_dir)
     return 0
@@ -288,8 +301,9 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point of ``fruitlens``; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     return guard(lambda: args.func(args))
 
 

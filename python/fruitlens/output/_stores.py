@@ -81,6 +81,14 @@ class LocalStore:
     def rename(self, src: str, dst: str) -> None:
         os.rename(src, dst)
 
+    def link(self, src: str, dst: str) -> None:
+        """``dst`` with ``src``'s content: a hard link (no bytes copied), or a copy where
+        the filesystem has no hard links."""
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
+
     def exchange(self, a: str, b: str) -> bool:
         if os.environ.get(NO_EXCHANGE_ENV):
             return False

@@ -6,6 +6,7 @@ See :mod:`fruitlens.output` for the protocol.
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import uuid
 from collections.abc import Iterable
@@ -38,6 +39,7 @@ class OutputTarget:
         self.staged = self.store.kind != "object"
         self._old: Manifest | None = None
         self._written: list[str] = []  # object stores: files this run wrote
+        self._reused: list[str] = []  # object stores: the previous output's, kept
         self._aliases: dict[str, str] = {}
         self._committed = False  # object stores: the manifest PUT happened
         if self.staged:
@@ -127,6 +129,23 @@ class OutputTarget:
         kill_point("parts-written")
         return names
 
+    def reuse(self, rel: str) -> None:
+        """Make the previous output's file ``rel`` (a Parquet part, unchanged) a file of
+        this run as it is, without rewriting it: a hard link in the staging folder (a
+        copy where the filesystem has none); on object stores the object stays where it
+        is, listed in this run's manifest (so the commit does not delete it; an abort
+        never does)."""
+        if self._old is None or rel not in self._old.files:
+            raise OutputError(f"{self.uri}: {rel} is not a file of the previous output")
+        if self.store.kind == "object":
+            self._reused.append(rel)
+            return
+        if self.store.kind != "local":
+            raise OutputError(f"{self.uri}: parts are reused on local folders and object stores")
+        path = self._path(rel)
+        self.store.mkdirs(os.path.dirname(path))
+        self.store.link(self._at_root(rel), path)
+
     def _arrow_fs(self) -> Any:
         if self.store.kind == "object":
             return self.store.fs
@@ -181,8 +200,9 @@ class OutputTarget:
             files = store.files(self.staging) if store.stat(self.staging) == "dir" else {}
         else:
             every = store.files(self.root)
-            files = {rel: every[rel] for rel in self._written if rel in every}
-            missing = [rel for rel in self._written if rel not in every]
+            ours = [*self._written, *self._reused]
+            files = {rel: every[rel] for rel in ours if rel in every}
+            missing = [rel for rel in ours if rel not in every]
             if missing:
                 raise OutputError(f"{self.uri}: written files are missing: {missing[:3]}")
         entries: dict[str, dict[str, Any]] = {}
