@@ -16,7 +16,9 @@ featurize, PCA, Parquet, commit), on the same engine, ``--rounds`` times, altern
 * ``fruitlens run IN OUT --incremental`` (from the same first output every round),
 * ``fruitlens run IN FULL --engine native`` (a full run of the final folder);
 
-then ``fruitlens run IN OUT --incremental`` once more (a no-op: nothing to do). Prints
+then ``fruitlens run IN OUT --incremental`` once more (a no-op: nothing to do).
+``--changed 0 --deleted 0``: photos only added, the old parts are kept as they are
+(``parts_reused`` in the printed ``incremental`` counts). Prints
 the rows, the times, incremental / full, where the incremental run's time goes (its
 ``_summary.json`` stages; the rest of ``run()`` is the listing, reading the old output,
 the diff and the commit), and checks that both outputs hold the same paths and the same
@@ -70,7 +72,7 @@ def _update(src: Path, new_from: Path, new: int, changed: int, deleted: int) -> 
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, dest)
     images = sorted(p for p in src.rglob("*.jpg") if not p.name.startswith("new-"))
-    spread = images[:: len(images) // (changed + deleted)]
+    spread = images[:: len(images) // max(1, changed + deleted)]
     for i, path in enumerate(spread[:changed]):
         path.write_bytes(images[-1 - i].read_bytes())
         later = path.stat().st_mtime + 60

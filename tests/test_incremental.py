@@ -346,7 +346,7 @@ def test_unreadable_rows_are_retried_other_errors_kept(
 
 
 def test_one_line_errors_before_any_work(
-    shared_dir: Path, onnx_224: Path, random_onnx: Path, tmp_path: Path
+    shared_dir: Path, onnx_224: Path, random_onnx: Path, tmp_path: Path, monkeypatch
 ) -> None:
     src = _first_folder(shared_dir, tmp_path / "src")
     for kw in ({"engine": "spark"}, {"master": "local[1]"}, {"remote": "sc://localhost"}):
@@ -368,6 +368,12 @@ def test_one_line_errors_before_any_work(
     link = tmp_path / "same-model.onnx"  # the same file under another name: fine
     link.symlink_to(onnx_224)
     assert run(_config(src, out, link, incremental=True))["up_to_date"] is True
+    notes: list[str] = []  # SPARK_REMOTE set (for other jobs): said, not silently ignored
+    monkeypatch.setenv("SPARK_REMOTE", "sc://localhost:1")
+    assert run(_config(src, out, link, incremental=True), log=notes.append)["up_to_date"]
+    assert notes == [
+        "fruitlens: note: --incremental runs on this machine; SPARK_REMOTE is not used"
+    ]
 
 
 # --------------------------------------------------------------------------------------

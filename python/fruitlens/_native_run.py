@@ -131,11 +131,12 @@ def skip_pandas_probe() -> None:
     if installed, to recognise pandas objects, which a native run never has.
 
     Here that one probe is answered "no pandas" (``import pandas`` fails while it runs),
-    so the probe never imports it. Nothing else changes: pyarrow's pandas
-    functions (``to_pandas``, ``from_pandas``) still import pandas when called, and
-    ``import pandas`` works as before. For processes fruitlens owns (``fruitlens run``),
-    where no user code hands pandas objects to pyarrow; a no-op once pandas is
-    imported."""
+    so pyarrow does not import it. ``import pandas`` works as before, and so do
+    pyarrow's pandas functions (``to_pandas``, ``from_pandas``: they import pandas
+    themselves); but until one of them has run, ``pa.array`` takes a pandas object for
+    a plain sequence (NaN not read as null). Hence only for the process of
+    ``fruitlens run`` on the native engine, where no pandas object reaches pyarrow; a
+    no-op once pandas is imported."""
     if "pandas" in sys.modules:
         return
     finder = _NoPandas()

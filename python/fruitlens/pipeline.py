@@ -136,7 +136,10 @@ def run(
     log_file = open_run_log(config.verbose)
     if engine == "native":  # no Spark, no JVM (fruitlens._native_run)
         assert target is not None
-        return run_native(config, target, model, size, t_start, say=log or _print_note)
+        say = log or _print_note
+        if config.incremental and os.environ.get("SPARK_REMOTE"):
+            say(f"{PROG}: note: --incremental runs on this machine; SPARK_REMOTE is not used")
+        return run_native(config, target, model, size, t_start, say=say)
     created = False
     if spark is None:
         spark, created = _session.get_session(

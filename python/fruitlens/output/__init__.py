@@ -36,6 +36,11 @@ new one at every moment):
   ``aliases`` with their sha256) and the old run's files are deleted. Files of
   fruitlens's naming that no manifest lists are removed by the next run.
 
+An incremental run (``fruitlens run --incremental``) may keep parts of the previous
+output as they are (:meth:`OutputTarget.reuse`): a hard link (or a copy) in the staging
+folder, or on object stores the same object, listed in the new manifest as well (so
+neither the commit nor an abort deletes it).
+
 Readers that honour the manifest (:func:`verify`, :func:`read_output`,
 :func:`part_uris`, ``fruitlens.PCA.load`` on an output's ``_pca/pca.json``) always see
 one complete output. A reader that ignores it (``spark.read.parquet(OUTPUT)``,
