@@ -78,6 +78,8 @@ class _Old:
         self.store, self.root, self.uri = target.store, target.root, target.uri
         self.manifest = manifest
         self.fs = self.store.fs if self.store.kind == "object" else None
+        #: Rows of each part, in :meth:`parts` order (set by :meth:`table`).
+        self.part_rows: list[int] = []
 
     def _read(self, rel: str) -> bytes:
         return self.store.read(self.store.join(self.root, rel))
@@ -109,7 +111,6 @@ class _Old:
         for part in self.parts():
             with self._open(part) as parquet:
                 tables.append(parquet.read(columns=columns))
-        #: Rows of each part, in :meth:`parts` order.
         self.part_rows = [len(t) for t in tables]
         return pa.concat_tables(tables)
 
