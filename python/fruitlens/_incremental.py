@@ -53,7 +53,7 @@ from ._lineage import (
     merge,
 )
 from ._listing import ImageRef
-from ._native_embed import Featurized, NativeProgress, featurize, list_input, worker_layout
+from ._native_embed import Featurized, NativeProgress, featurize, list_input, rows_per_part
 from ._pca import PCA, PCAStats
 from ._progress import stage
 from ._report import all_failed, run_summary
@@ -78,8 +78,9 @@ class _Old:
         self.store, self.root, self.uri = target.store, target.root, target.uri
         self.manifest = manifest
         self.fs = self.store.fs if self.store.kind == "object" else None
-        #: Rows of each part, in :meth:`parts` order (set by :meth:`table`).
+        #: Rows and Arrow schema of each part, in :meth:`parts` order (set by :meth:`table`).
         self.part_rows: list[int] = []
+        self.part_schemas: list[pa.Schema] = []
 
     def _read(self, rel: str) -> bytes:
         return self.store.read(self.store.join(self.root, rel))
@@ -107,15 +108,13 @@ class _Old:
 
     def table(self, columns: list[str]) -> pa.Table:
         """``columns`` of every row, in the parts' order (and :attr:`part_rows`)."""
-        tables = []
+        tables, self.part_schemas = [], []
         for part in self.parts():
             with self._open(part) as parquet:
                 tables.append(parquet.read(columns=columns))
+                self.part_schemas.append(parquet.schema_arrow)
         self.part_rows = [len(t) for t in tables]
         return pa.concat_tables(tables)
-
-    def part_schema(self, index: int) -> pa.Schema:
-        return pq.read_schema(self.parts()[index], filesystem=self.fs)
 
     def part_batches(self, index: int) -> Iterator[pa.RecordBatch]:
         """The rows of part ``index``, in order."""
@@ -176,7 +175,7 @@ def run_incremental(
         refs, index, changes = _changes(config, old)
         if changes.up_to_date and not config.refit:
             target.abort()  # nothing was written; nothing is
-            return _up_to_date(config, len(refs), previous)
+            return _up_to_date(config, changes, previous)
         todo = [refs[i] for i in changes.todo]
         kept_at = np.full(index.num_rows, -1, np.int64)  # old row -> listing position
         kept_at[np.asarray(changes.kept, np.int64)] = np.asarray(changes.kept_at, np.int64)
@@ -190,7 +189,7 @@ def run_incremental(
             with stage("pca_fit", progress, stages):
                 pca, pca_text = _pca(config, old, kept_at, fresh)
             with stage("transform_write", progress, stages):
-                rows_per_file = _rows_per_file(config, counts.images)
+                rows_per_file = rows_per_part(counts.images, config.partitions, config.threads)
                 reused = _reusable(config, old, kept_at, rows_per_file)
                 for index in reused:  # whole parts, unchanged: not rewritten
                     target.reuse(old.manifest.parts[index])
@@ -249,21 +248,21 @@ def _summary(
     )
 
 
-def _up_to_date(config: RunConfig, images: int, previous: dict[str, Any]) -> dict[str, Any]:
+def _up_to_date(config: RunConfig, changes: Diff, previous: dict[str, Any]) -> dict[str, Any]:
     """The committed output's summary (it is this run's result), with ``up_to_date``,
     a one-line ``message`` and this run's ``incremental`` counts."""
+    images = len(changes.kept)  # nothing new, changed, retried or deleted: every row
     message = (
         f"fruitlens: {config.output} is up to date ({images} images; nothing new, changed "
         f"or deleted under {config.input}): nothing written"
     )
-    counts = {"new": 0, "changed": 0, "deleted": 0, "kept": images, "retried": 0}
     return {
         **previous,
         "up_to_date": True,
         "message": message,
         "images": images,
         "output": config.output,
-        "incremental": {**counts, "refit": False},
+        "incremental": changes.counts(refit=False),
     }
 
 
@@ -320,12 +319,6 @@ def _kept(old: _Old, kept_at: np.ndarray, skip: set[int] | None = None) -> Posit
                 yield rows.cast(OUTPUT_SCHEMA), positions[keep]
 
 
-def _rows_per_file(config: RunConfig, images: int) -> int:
-    """Rows per Parquet part, as a full run of ``images`` would write them."""
-    parts = config.partitions or worker_layout(config.threads)[0]
-    return max(1, -(-images // parts))
-
-
 def _reusable(config: RunConfig, old: _Old, kept_at: np.ndarray, rows_per_file: int) -> list[int]:
     """The old parts kept as they are: every row kept (none deleted, changed or
     retried), no ``--refit``, the schema this run writes, and at least half a full
@@ -337,8 +330,9 @@ def _reusable(config: RunConfig, old: _Old, kept_at: np.ndarray, rows_per_file: 
     for index, rows_in_part in enumerate(old.part_rows):
         whole = bool((kept_at[offset : offset + rows_in_part] >= 0).all())
         offset += rows_in_part
+        schema = old.part_schemas[index]
         if whole and 2 * rows_in_part >= rows_per_file:
-            if old.part_schema(index).equals(OUTPUT_SCHEMA, check_metadata=False):
+            if schema.equals(OUTPUT_SCHEMA, check_metadata=False):
                 reused.append(index)
     return reused
 

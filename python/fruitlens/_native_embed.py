@@ -33,7 +33,14 @@ from ._listing import ImageRef, find_images
 from ._pca import PCAStats
 from ._progress import ProgressLine
 
-__all__ = ["Featurized", "NativeProgress", "featurize", "list_input", "worker_layout"]
+__all__ = [
+    "Featurized",
+    "NativeProgress",
+    "featurize",
+    "list_input",
+    "rows_per_part",
+    "worker_layout",
+]
 
 #: Names of the spilled rows' columns.
 ROW_NAMES = ["path", "label", "features", "error", "length", "modificationTime"]
@@ -65,6 +72,13 @@ def worker_layout(threads: int | None) -> tuple[int, int]:
     except AttributeError:  # pragma: no cover - not Linux
         cores = os.cpu_count() or 1
     return max(1, int(threads or cores)), 1
+
+
+def rows_per_part(images: int, partitions: int | None, threads: int | None) -> int:
+    """Rows per Parquet part of a native run's ``images`` rows: ``partitions`` parts,
+    else one per worker."""
+    parts = partitions or worker_layout(threads)[0]
+    return max(1, -(-images // parts))
 
 
 class NativeProgress(ProgressLine):

@@ -30,7 +30,7 @@ from ._faults import kill_point
 from ._incremental import run_incremental
 from ._lineage import FLOAT_LIST as _FLOAT_LIST
 from ._lineage import OUTPUT_SCHEMA as OUTPUT_SCHEMA
-from ._native_embed import Featurized, NativeProgress, featurize, list_input, worker_layout
+from ._native_embed import Featurized, NativeProgress, featurize, list_input, rows_per_part
 from ._pca import PCA
 from ._preflight import local_path
 from ._progress import stage
@@ -223,8 +223,7 @@ def _transform_and_write(
 ) -> None:
     """Project and write the rows as a few Parquet parts (one per worker, or
     ``--partitions``), then the PCA, into the target's staging place."""
-    parts = config.partitions or worker_layout(config.threads)[0]
-    rows_per_file = max(1, -(-feats.images // parts))
+    rows_per_file = rows_per_part(feats.images, config.partitions, config.threads)
     target.write_parquet(
         _output_batches(feats, pca), schema=OUTPUT_SCHEMA, rows_per_file=rows_per_file
     )
