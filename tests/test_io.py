@@ -9,10 +9,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 
 from fruitlens import OutputError, _reading, io
-from fruitlens.output import _target
+from fruitlens.output import _parts, _target
 
 # --------------------------------------------------------------------------------------
 # A store: the same tests on a local folder and on S3
@@ -359,6 +360,31 @@ def test_write_parquet_atomic_streams_batches(store: Store) -> None:
     parts = io.write_parquet_atomic(batches(), uri)
     assert len(parts) == 1
     assert _read_dataset(uri).num_rows == 15
+
+
+def test_write_parquet_atomic_gathers_small_batches_into_row_groups(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small batches (a native run writes 16-32 rows at a time) become one row group
+    per file, not one per batch; a row group holds up to ROW_GROUP_BYTES."""
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for i in range(20):
+            yield from _table(3, start=3 * i).to_batches()
+
+    def row_groups(uri: str) -> list[list[int]]:
+        fs, _ = io.filesystem_for(uri)
+        out = []
+        for part in sorted(io.write_parquet_atomic(batches(), uri, rows_per_file=25)):
+            with fs.open_input_file(io.filesystem_for(part)[1]) as f:
+                meta = pq.ParquetFile(f).metadata
+            out.append([meta.row_group(i).num_rows for i in range(meta.num_row_groups)])
+        return out
+
+    assert row_groups(store.uri("rg")) == [[25], [25], [10]]
+    monkeypatch.setattr(_parts, "ROW_GROUP_BYTES", 1)  # each batch its own row group
+    assert row_groups(store.uri("rg1")) == [[3] * 8 + [1], [2] + [3] * 7 + [2], [1] + [3] * 3]
+    assert _read_dataset(store.uri("rg1")).sort_by("path").equals(_table(60).sort_by("path"))
 
 
 def test_write_parquet_atomic_empty_input(store: Store) -> None:

@@ -60,7 +60,9 @@ def list_input(uri: str) -> list[ImageRef]:
     except OSError as exc:
         raise FruitlensError(f"cannot list input {uri}: {exc}") from exc
     if _uri.scheme(uri) == "":  # the same path strings as Spark's: file: + the path
-        refs = [r._replace(path=_uri.to_uri(r.path)) for r in refs]
+        # (listed paths are absolute and normalised already: _uri.to_uri's "file:" +
+        # path, without parsing each again)
+        refs = [r._replace(path="file:" + r.path) for r in refs]
     return refs
 
 
