@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 import fruitlens
 from fruitlens._args import duration_arg
@@ -193,6 +194,7 @@ def test_stream_refuses_bad_arguments_before_work(tmp_path) -> None:
         ([str(inp), str(inp / "o"), "--pca", str(tmp_path / "pca.json")], "error"),
         ([str(tmp_path / "nope"), str(tmp_path / "o"), "--pca", "x"], "does not exist"),
         ([str(inp), str(tmp_path / "o"), "--pca", "x", "--trigger", "soon"], "duration"),
+        (["hdfs://nn/in", str(tmp_path / "o"), "--pca", "x"], "local folder or an object store"),
     ]
     for argv, word in cases:
         r = subprocess.run([*FRUITLENS, "stream", *argv], capture_output=True, text=True)
@@ -201,3 +203,83 @@ def test_stream_refuses_bad_arguments_before_work(tmp_path) -> None:
         assert lines[-1].startswith(("fruitlens: error:", "fruitlens stream: error:")), r.stderr
         assert word in lines[-1], r.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.spark
+def test_stream_on_an_object_store(
+    spark_s3, s3_server, s3_bucket, random_onnx, shared_dir, monkeypatch
+) -> None:
+    """``fruitlens stream s3://... s3://...``: INPUT, OUTPUT, checkpoint and PCA on S3
+    (moto); a batch published but not committed (a crash) is run again with the same
+    files; later images come in later batches; every image exactly once."""
+    import pyarrow.dataset as ds
+
+    from fruitlens import _stream_run, io
+    from fruitlens._errors import CLIError
+
+    client = s3_server.client()
+    files = _images(shared_dir, 2, classes=("apple", "lemon"))
+    base = f"s3://{s3_bucket}"
+
+    def upload(paths: list[Path]) -> None:
+        for f in paths:
+            client.upload_file(str(f), s3_bucket, f"in/{f.parent.name}/{f.name}")
+
+    upload(files[:3])
+    client.put_object(Bucket=s3_bucket, Key="in/lemon/broken.jpg", Body=b"\xff\xd8\xff broken")
+    ref = _reference(random_onnx, files)
+    pca = fruitlens.PCA(2).fit(np.stack(list(ref.values())))
+    io.write_text(f"{base}/pca.json", pca.to_json())
+    config = _stream_run.StreamConfig(
+        input=f"{base}/in",
+        output=f"{base}/out",
+        pca=f"{base}/pca.json",
+        model=str(random_onnx),
+        trigger=0.2,
+        settle=0.0,
+        once=True,
+    )
+
+    def rows() -> list[dict]:
+        fs, path = io.filesystem_for(f"{base}/out")
+        table = ds.dataset(path, filesystem=fs, format="parquet").to_table()
+        return table.to_pylist()
+
+    # 1. a crash after the part is published, before the commit marker
+    real_commit = _stream_run.Checkpoint.commit
+
+    def crash(self, bid: int, n: int) -> None:
+        raise RuntimeError("killed before the commit")
+
+    monkeypatch.setattr(_stream_run.Checkpoint, "commit", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        _stream_run.run_stream(config, spark=spark_s3)
+    assert len(rows()) == 4  # published, not committed
+    assert io.exists(f"{base}/out/_checkpoint/plans/0.json")
+    assert not io.exists(f"{base}/out/_checkpoint/commits/0")
+
+    # 2. restart: batch 0 again with the same files (its part replaced), then the rest
+    monkeypatch.setattr(_stream_run.Checkpoint, "commit", real_commit)
+    upload(files[3:])
+    assert _stream_run.run_stream(config, spark=spark_s3) == 5
+    got = rows()
+    names = sorted(r["path"].rsplit("/", 1)[1] for r in got)
+    assert names == sorted([f.name for f in files] + ["broken.jpg"])
+    assert all(r["path"].startswith(f"{base}/in/") for r in got)
+    for r in got:
+        name = r["path"].rsplit("/", 1)[1]
+        if name == "broken.jpg":
+            assert r["error"] and r["features"] is None
+            continue
+        assert np.abs(np.array(r["features"], np.float32) - ref[name]).max() == 0
+        np.testing.assert_allclose(r["pca"], pca.transform(ref[name][None])[0], atol=1e-4)
+    assert io.exists(f"{base}/out/_checkpoint/commits/1")
+
+    # 3. nothing new: nothing written; another PCA: refused, one line
+    assert _stream_run.run_stream(config, spark=spark_s3) == 0
+    other = fruitlens.PCA(1).fit(np.stack(list(ref.values())))
+    io.write_text(f"{base}/pca2.json", other.to_json())
+    with pytest.raises(CLIError, match="belongs to another stream"):
+        _stream_run.prepare(
+            _stream_run.StreamConfig(**{**config.__dict__, "pca": f"{base}/pca2.json"})
+        )

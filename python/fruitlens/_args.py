@@ -141,13 +141,19 @@ def duration_arg(text: str) -> float:
 
 def add_stream_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The arguments of ``fruitlens stream``."""
-    parser.add_argument("input", metavar="INPUT", help="local folder to watch (label = folder)")
-    parser.add_argument("output", metavar="OUTPUT", help="local folder of the Parquet parts")
+    parser.add_argument(
+        "input",
+        metavar="INPUT",
+        help="local folder or s3://, gs:// prefix to watch (label = folder)",
+    )
+    parser.add_argument(
+        "output", metavar="OUTPUT", help="local folder or s3://, gs:// prefix of the Parquet parts"
+    )
     parser.add_argument(
         "--pca",
         required=True,
         metavar="PCA.json",
-        help="a fruitlens PCA (OUTPUT/_pca/pca.json of a run)",
+        help="a fruitlens PCA (OUTPUT/_pca/pca.json of a run; local or on an object store)",
     )
     parser.add_argument("--model", metavar="PATH", help="ONNX model (default: the cached one)")
     parser.add_argument("--size", type=size_arg, help="model input size (default: the model's)")

@@ -1,7 +1,8 @@
 """``fruitlens stream INPUT OUTPUT --pca PCA.json``: featurize images as they arrive,
 exactly once across restarts.
 
-A micro-batch loop on the driver, with its own source and sink:
+A micro-batch loop on the driver, with its own source and sink, on local folders or
+object stores (``s3://``, ``gs://``: INPUT, OUTPUT and the checkpoint each either):
 
 * source: every trigger INPUT is listed (as ``fruitlens run`` lists it); a file
   is taken once it has *settled*: listed twice with the same size and modification
@@ -12,10 +13,14 @@ A micro-batch loop on the driver, with its own source and sink:
   ``CHECKPOINT/plans/<id>.json`` (atomically) before any work: a file is in at most
   one plan, ever;
 * work: Spark featurizes them (``fetch_from="path"``) and projects with the PCA;
-* sink: the rows are written to a hidden ``OUTPUT/.part-<id>...tmp`` then renamed to
-  ``OUTPUT/part-<id>.parquet``, then ``CHECKPOINT/commits/<id>`` is written. A plan
-  without a commit (a crash) is run again first, with the same files, and its part
-  replaces the one a crash may have published: each file gives one row, once.
+* sink: the rows are written to ``OUTPUT/part-<id>.parquet`` all or nothing (locally a
+  hidden temporary file renamed into place; on object stores one PUT), then
+  ``CHECKPOINT/commits/<id>`` is written. A plan without a commit (a crash) is run
+  again first, with the same files, and its part replaces the one a crash may have
+  published: each file gives one row, once.
+
+Checkpoint files and parts are written whole (:meth:`LocalStore.write`,
+:meth:`ArrowStore.write`), so an object store needs no rename.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import pyarrow.parquet as pq
 
 from . import _session, _uri
 from . import spark as fl_spark
-from ._common import sha256_bytes, write_atomic
+from ._common import sha256_bytes
 from ._errors import CLIError, FruitlensError
 from ._faults import kill_point
 from ._lineage import OUTPUT_COLUMNS, OUTPUT_SCHEMA, from_micros, to_micros
@@ -44,6 +49,7 @@ from ._pca import PCA
 from ._preflight import check_input, check_model, local_path
 from ._session import SqlConf
 from .output import check_paths
+from .output._stores import store_for
 from .spark._lazy import listing_frame
 
 __all__ = ["CHECKPOINT_DIR", "Checkpoint", "StreamConfig", "run_stream", "settled"]
@@ -83,16 +89,17 @@ def _ref_of(row: list[Any]) -> ImageRef:
 
 class Checkpoint:
     """``plans/<id>.json`` (the files of batch ``id``), ``commits/<id>`` (its part is
-    published) and ``stream.json`` (INPUT, OUTPUT, PCA: a restart must match them)."""
+    published) and ``stream.json`` (INPUT, OUTPUT, PCA: a restart must match them),
+    under ``root`` in ``store`` (a local folder or an object store prefix)."""
 
-    def __init__(self, root: str, meta: dict[str, str]) -> None:
-        self.root = root
-        for sub in ("plans", "commits"):
-            os.makedirs(os.path.join(root, sub), exist_ok=True)
-        meta_path = os.path.join(root, "stream.json")
-        if os.path.exists(meta_path):
-            with open(meta_path, encoding="utf-8") as f:
-                old = json.load(f)
+    def __init__(self, store: Any, root: str, meta: dict[str, str]) -> None:
+        self.store, self.root = store, root
+        if store.kind == "local":
+            for sub in ("plans", "commits"):
+                os.makedirs(os.path.join(root, sub), exist_ok=True)
+        meta_path = store.join(root, "stream.json")
+        if store.stat(meta_path) == "file":
+            old = json.loads(store.read(meta_path).decode("utf-8"))
             if old != meta:
                 diff = ", ".join(k for k in meta if old.get(k) != meta[k])
                 raise CLIError(
@@ -100,7 +107,7 @@ class Checkpoint:
                     "use another --checkpoint (and OUTPUT) for it"
                 )
         else:
-            write_atomic(meta_path, json.dumps(meta, indent=1).encode())
+            store.write(meta_path, json.dumps(meta, indent=1).encode())
         self.plans = self._ids("plans", ".json")
         self.commits = self._ids("commits", "")
         self.planned: set[str] = set()
@@ -108,14 +115,19 @@ class Checkpoint:
             self.planned.update(r.path for r in self.files(bid))
 
     def _ids(self, sub: str, suffix: str) -> set[int]:
-        names = os.listdir(os.path.join(self.root, sub))
+        names = self.store.files(self.store.join(self.root, sub))
         return {
-            int(n[: len(n) - len(suffix)]) for n in names if n.endswith(suffix) and n[0].isdigit()
+            int(n[: len(n) - len(suffix)])
+            for n in names
+            if n.endswith(suffix) and n[: len(n) - len(suffix)].isdigit()
         }
 
+    def _path(self, sub: str, name: str) -> str:
+        return self.store.join(self.store.join(self.root, sub), name)
+
     def files(self, bid: int) -> list[ImageRef]:
-        with open(os.path.join(self.root, "plans", f"{bid}.json"), encoding="utf-8") as f:
-            return [_ref_of(row) for row in json.load(f)["files"]]
+        body = json.loads(self.store.read(self._path("plans", f"{bid}.json")).decode("utf-8"))
+        return [_ref_of(row) for row in body["files"]]
 
     def pending(self) -> list[int]:
         """Planned batches without a commit (a crash interrupted them), in order."""
@@ -124,13 +136,13 @@ class Checkpoint:
     def plan(self, refs: list[ImageRef]) -> int:
         bid = max(self.plans, default=-1) + 1
         body = {"batch": bid, "files": [_ref_json(r) for r in refs]}
-        write_atomic(os.path.join(self.root, "plans", f"{bid}.json"), json.dumps(body).encode())
+        self.store.write(self._path("plans", f"{bid}.json"), json.dumps(body).encode())
         self.plans.add(bid)
         self.planned.update(r.path for r in refs)
         return bid
 
     def commit(self, bid: int, rows: int) -> None:
-        write_atomic(os.path.join(self.root, "commits", str(bid)), f"{rows}\n".encode())
+        self.store.write(self._path("commits", str(bid)), f"{rows}\n".encode())
         self.commits.add(bid)
 
 
@@ -145,8 +157,8 @@ def settled(ref: ImageRef, before: dict[str, tuple[int, Any]], now: float, settl
     return now - ref.modified.timestamp() >= settle
 
 
-def _part_path(output: str, bid: int) -> str:
-    return os.path.join(output, f"part-{bid:06d}.parquet")
+def _part_name(bid: int) -> str:
+    return f"part-{bid:06d}.parquet"
 
 
 def _featurize_batch(
@@ -175,12 +187,12 @@ def _featurize_batch(
     return table.take(pc.sort_indices(keys)).cast(OUTPUT_SCHEMA)
 
 
-def _publish(output: str, bid: int, table: pa.Table) -> None:
-    """Write batch ``bid``'s part under a hidden name, then rename it into place (a
-    re-run of the batch replaces it): :func:`fruitlens._common.write_atomic`."""
+def _publish(store: Any, output: str, bid: int, table: pa.Table) -> None:
+    """Write batch ``bid``'s part all or nothing (a re-run of the batch replaces it):
+    locally under a hidden name renamed into place, on object stores one PUT."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
-    write_atomic(_part_path(output, bid), sink.getvalue().to_pybytes())
+    store.write(store.join(output, _part_name(bid)), sink.getvalue().to_pybytes())
 
 
 class _Stream:
@@ -192,13 +204,14 @@ class _Stream:
         self.config, self.spark, self.model, self.pca_text = config, spark, model, pca_text
         self.ckpt = ckpt
         self.before: dict[str, tuple[int, Any]] = {}
-        self.output = local_path(config.output)
+        self.store, self.output = store_for(config.output)
+        self.input = _listable(config.input)
 
     def run_batch(self, bid: int, refs: list[ImageRef]) -> None:
         t0 = time.time()
         kill_point("stream-batch")
         table = _featurize_batch(self.spark, self.config, self.model, self.pca_text, refs)
-        _publish(self.output, bid, table)
+        _publish(self.store, self.output, bid, table)
         kill_point("stream-published")
         self.ckpt.commit(bid, table.num_rows)
         done = time.time()
@@ -215,7 +228,7 @@ class _Stream:
         """``(files to take now, files seen but not settled yet)``."""
         now = time.time()
         try:  # local paths as file: URIs, as `fruitlens run` writes them
-            listed = list_input(local_path(self.config.input))
+            listed = list_input(self.input)
         except (OSError, FruitlensError) as exc:
             print(f"{PROG}: warning: cannot list {self.config.input}: {exc}", file=sys.stderr)
             return [], 1
@@ -246,10 +259,20 @@ class _Stream:
             time.sleep(max(0.0, pause - (time.monotonic() - start)))
 
 
+def _listable(uri: str) -> str:
+    """What :func:`list_input` lists: a local folder's absolute path, or the URI."""
+    return local_path(uri) if _uri.is_local(uri) else uri
+
+
 def _load_pca(path: str) -> str:
-    """The JSON of the fruitlens PCA file ``path`` (checked: 1280 features)."""
+    """The JSON of the fruitlens PCA file ``path`` (local, or on an object store;
+    checked: 1280 features)."""
     try:
-        pca = PCA.load(local_path(path))
+        if _uri.is_local(path):
+            pca = PCA.load(local_path(path))
+        else:
+            store, key = store_for(path)
+            pca = PCA.from_json(store.read(key).decode("utf-8"))
     except (OSError, ValueError, KeyError, FruitlensError) as exc:
         raise CLIError(f"cannot read the PCA {path}: {exc}") from None
     dim = pca.components_.shape[1]
@@ -258,16 +281,20 @@ def _load_pca(path: str) -> str:
     return pca.to_json()
 
 
-def _check_output(output: str, checkpoint: str) -> None:
+def _check_output(store: Any, output: str, checkpoint: str) -> None:
     """OUTPUT holds only this stream's parts (and its checkpoint), or is new."""
-    if not os.path.exists(output):
+    kind = store.stat(output)
+    if kind == "missing":
         return
-    if not os.path.isdir(output):
+    if kind != "dir":
         raise CLIError(f"output exists and is not a folder: {output}")
-    names = [n for n in os.listdir(output) if not n.startswith(".")]
+    names = {rel.split("/", 1)[0] for rel in store.files(output)}
+    if store.kind == "local":  # empty folders too
+        names.update(os.listdir(output))
+    names = {n for n in names if not n.startswith(".")}
     foreign = [n for n in names if not (n.startswith("part-") and n.endswith(".parquet"))]
-    foreign = [n for n in foreign if os.path.join(output, n) != checkpoint]
-    started = os.path.exists(os.path.join(checkpoint, "stream.json"))
+    foreign = [n for n in foreign if store.join(output, n) != checkpoint]
+    started = store.stat(store.join(checkpoint, "stream.json")) == "file"
     if foreign or (names and not started):
         raise CLIError(
             f"output exists and is not this stream's output: {output} (a stream writes a "
@@ -278,24 +305,30 @@ def _check_output(output: str, checkpoint: str) -> None:
 def prepare(config: StreamConfig) -> tuple[str, str, Checkpoint]:
     """The checks that need no Spark: ``(model, PCA JSON, checkpoint)``."""
     for name, uri in (("INPUT", config.input), ("OUTPUT", config.output)):
-        if not _uri.is_local(uri):
-            raise CLIError(f"fruitlens stream: {name} must be a local folder, got {uri}")
-    if not os.path.isdir(local_path(config.input)):
+        if not (_uri.is_local(uri) or _uri.scheme(uri) in _uri.OBJECT_SCHEMES):
+            raise CLIError(
+                f"{name} must be a local folder or an object store prefix (s3://, gs://), "
+                f"got {uri}"
+            )
+    if _uri.is_local(config.input) and not os.path.isdir(local_path(config.input)):
         raise CLIError(f"input folder does not exist: {config.input}")
     check_input(config.input, config.output)
-    output = local_path(config.output)
-    checkpoint = local_path(config.checkpoint or os.path.join(output, CHECKPOINT_DIR))
-    check_paths(config.input, checkpoint)  # never inside INPUT
-    _check_output(output, checkpoint)
+    store, output = store_for(config.output)
+    checkpoint_uri = config.checkpoint or _uri.join(config.output, CHECKPOINT_DIR)
+    check_paths(config.input, checkpoint_uri)  # never inside INPUT
+    ckpt_store, checkpoint = store_for(checkpoint_uri)
+    _check_output(store, output, checkpoint)
     pca_text = _load_pca(config.pca)
     model, _size = check_model(config.model, config.size)
-    os.makedirs(output, exist_ok=True)
-    for name in os.listdir(output):  # what a crash left half-written
-        if name.startswith(".part-") and name.endswith(".tmp"):
-            os.remove(os.path.join(output, name))
+    if store.kind == "local":
+        os.makedirs(output, exist_ok=True)
+        for name in os.listdir(output):  # what a crash left half-written
+            if name.startswith(".part-") and name.endswith(".tmp"):
+                os.remove(os.path.join(output, name))
     pca_sha = sha256_bytes(pca_text.encode())
-    meta = {"input": local_path(config.input), "output": output, "pca_sha256": pca_sha}
-    return model, pca_text, Checkpoint(checkpoint, meta)
+    out_id = local_path(config.output) if store.kind == "local" else config.output.rstrip("/")
+    meta = {"input": _listable(config.input), "output": out_id, "pca_sha256": pca_sha}
+    return model, pca_text, Checkpoint(ckpt_store, checkpoint, meta)
 
 
 def run_stream(config: StreamConfig, spark: Any = None) -> int:
