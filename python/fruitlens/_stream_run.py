@@ -306,10 +306,8 @@ def prepare(config: StreamConfig) -> tuple[str, str, Checkpoint]:
     """The checks that need no Spark: ``(model, PCA JSON, checkpoint)``."""
     for name, uri in (("INPUT", config.input), ("OUTPUT", config.output)):
         if not (_uri.is_local(uri) or _uri.scheme(uri) in _uri.OBJECT_SCHEMES):
-            raise CLIError(
-                f"{name} must be a local folder or an object store prefix (s3://, gs://), "
-                f"got {uri}"
-            )
+            where = "a local folder or an object store prefix (s3://, gs://)"
+            raise CLIError(f"{name} must be {where}, got {uri}")
     if _uri.is_local(config.input) and not os.path.isdir(local_path(config.input)):
         raise CLIError(f"input folder does not exist: {config.input}")
     check_input(config.input, config.output)
