@@ -134,6 +134,26 @@ def _stream(rows: list[tuple[str, int]], size: int):
         yield batch, np.array([pos for _, pos in chunk], np.int64)
 
 
+def test_gather_slices_runs_and_copies_scattered_rows() -> None:
+    values = pa.array([[float(i)] * 4 for i in range(1000)], pa.list_(pa.float32()))
+    table = pa.Table.from_batches(
+        [
+            pa.record_batch({"i": pa.array(range(n, n + 500)), "f": values[n : n + 500]})
+            for n in (0, 500)
+        ]
+    )
+    few = np.delete(np.arange(1000), [3, 250, 700])  # a part with three rows dropped
+    out = _lineage.gather(table, few)
+    assert pa.Table.from_batches(out).column("i").to_pylist() == few.tolist()
+    assert len(out) == 5  # four runs, one across the two chunks: slices, no copy
+    base = table.column("f").chunk(0).values.buffers()[1].address
+    assert out[0].column(1).values.buffers()[1].address == base
+    scattered = np.arange(0, 1000, 2)[::-1]  # many short runs: one take
+    out = _lineage.gather(table, scattered)
+    assert pa.Table.from_batches(out).column("i").to_pylist() == scattered.tolist()
+    assert _lineage.gather(table, np.array([], np.int64)) == []
+
+
 @pytest.mark.parametrize("sizes", [(1, 1), (2, 3), (100, 1), (3, 100)])
 def test_merge_streams_rows_in_listing_order(sizes) -> None:
     kept = [(f"k{i}", i) for i in range(0, 50, 3)] + [(f"k{i}", i) for i in range(60, 70)]

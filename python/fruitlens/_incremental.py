@@ -49,6 +49,7 @@ from ._lineage import (
     Diff,
     Positioned,
     diff,
+    gather,
     listing_table,
     merge,
 )
@@ -118,8 +119,9 @@ class _Old:
 
     def part_batches(self, index: int) -> Iterator[pa.RecordBatch]:
         """The rows of part ``index``, in order."""
-        with self._open(self.parts()[index]) as parquet:
-            yield from parquet.iter_batches(batch_size=4096)
+        with self._open(self.parts()[index]) as parquet:  # row groups hold <= 32 MB
+            for group in range(parquet.metadata.num_row_groups):
+                yield from parquet.read_row_group(group).to_batches()
 
 
 def _check_old(old: _Old, config: RunConfig, model: str, size: int | None) -> dict[str, Any]:
@@ -313,10 +315,12 @@ def _kept(old: _Old, kept_at: np.ndarray, skip: set[int] | None = None) -> Posit
         for batch in old.part_batches(index):
             positions = kept_at[offset : offset + len(batch)]
             offset += len(batch)
-            keep = positions >= 0
-            if keep.any():
-                rows = batch.filter(pa.array(keep)).select(OUTPUT_SCHEMA.names)
-                yield rows.cast(OUTPUT_SCHEMA), positions[keep]
+            keep = np.flatnonzero(positions >= 0)
+            batch = batch.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA)
+            start = 0
+            for rows in gather(batch, keep):  # slices: a few dropped rows copy nothing
+                yield rows, positions[keep[start : start + len(rows)]]
+                start += len(rows)
 
 
 def _reusable(config: RunConfig, old: _Old, kept_at: np.ndarray, rows_per_file: int) -> list[int]:

@@ -30,6 +30,7 @@ __all__ = [
     "Positioned",
     "diff",
     "from_micros",
+    "gather",
     "listing_table",
     "merge",
     "mtime_array",
@@ -169,6 +170,23 @@ def diff(listing: pa.Table, old: pa.Table) -> Diff:
 Positioned = Iterator[tuple[pa.RecordBatch, np.ndarray]]
 
 
+def gather(data: pa.Table | pa.RecordBatch, rows: np.ndarray) -> list[pa.RecordBatch]:
+    """The ``rows`` (indices) of ``data``, in that order, as record batches: zero-copy
+    slices of its runs of consecutive rows when there are few (dropping a few rows of a
+    part, or interleaving runs of new rows, copies no features), a copy (``take``)
+    otherwise."""
+    if len(rows) == 0:
+        return []
+    table = pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch) else data
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    if len(breaks) + 1 > max(4, len(rows) // 64):  # many short runs: one copy
+        return table.take(pa.array(rows)).to_batches()
+    out: list[pa.RecordBatch] = []
+    for run in np.split(rows, breaks):
+        out.extend(b for b in table.slice(int(run[0]), len(run)).to_batches() if len(b))
+    return out
+
+
 def merge(*streams: Positioned) -> Iterator[pa.RecordBatch]:
     """Merge streams of rows, each in ascending listing position, into one in listing
     order, holding a batch of each stream and the other streams' rows that fall in its
@@ -198,7 +216,7 @@ def merge(*streams: Positioned) -> Iterator[pa.RecordBatch]:
         elif ready.any():
             now = np.flatnonzero(ready)
             now = now[np.argsort(positions[now], kind="stable")]
-            yield from table.take(pa.array(now)).to_batches()
+            yield from gather(table, now)
             later = np.flatnonzero(~ready)
             rest = table.take(pa.array(later)).combine_chunks()
             held = [(b, positions[later]) for b in rest.to_batches()[:1] if len(b)]
