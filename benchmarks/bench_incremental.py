@@ -2,19 +2,20 @@
 
     python benchmarks/bench_incremental.py [--images DIR] [--new-from DIR] [--new 0.10]
                                            [--changed 10] [--deleted 10] [--rounds 3]
-                                           [--model M]
+                                           [--model M] [--engine native|spark]
 
 Copies the sample (default ``../shared/data/fruits360-sample``, 2,624 images) to a
-temporary folder, runs ``fruitlens run IN OUT --engine native`` once, then updates the
+temporary folder, runs ``fruitlens run IN OUT`` once, then updates the
 folder: ``--new`` × images new ones (copies, under new names, of ``--new-from``'s images,
 default ``../shared/data/fruits360-mini``: other files, so new content), ``--changed``
 images rewritten with another image's bytes, ``--deleted`` removed. Then, each as a fresh
 process (whole-process wall time: interpreter, imports, model load, listing, reading,
-featurize, PCA, Parquet, commit), on the same engine, ``--rounds`` times, alternated
+featurize, PCA, Parquet, commit), all on ``--engine`` (``native``, default; ``spark``: a
+local Spark session in each process, its start included), ``--rounds`` times, alternated
 (the median is reported):
 
 * ``fruitlens run IN OUT --incremental`` (from the same first output every round),
-* ``fruitlens run IN FULL --engine native`` (a full run of the final folder);
+* ``fruitlens run IN FULL`` (a full run of the final folder);
 
 then ``fruitlens run IN OUT --incremental`` once more (a no-op: nothing to do).
 ``--changed 0 --deleted 0``: photos only added, the old parts are kept as they are
@@ -94,14 +95,21 @@ def main() -> None:
     ap.add_argument("--deleted", type=int, default=10)
     ap.add_argument("--model", default=None)
     ap.add_argument("--rounds", type=int, default=3, help="median of this many")
+    ap.add_argument(
+        "--engine",
+        choices=["native", "spark"],
+        default="native",
+        help="the engine of every run (spark: local[*], the new images embedded by its tasks)",
+    )
     args = ap.parse_args()
     model = ["--model", args.model] if args.model else []
+    model += ["--engine", args.engine]
     with tempfile.TemporaryDirectory(prefix="bench-incremental-") as tmp:
         base = Path(tmp)
         src, out, full = base / "images", base / "out", base / "full"
         shutil.copytree(args.images, src)
         first = len(list(src.rglob("*.jpg")))
-        t_first, _ = _run(str(src), str(out), "--engine", "native", *model)
+        t_first, _ = _run(str(src), str(out), *model)
         _update(src, args.new_from, round(args.new * first), args.changed, args.deleted)
         shutil.copytree(out, base / "before")
         incs, fulls = [], []
@@ -110,7 +118,7 @@ def main() -> None:
             shutil.copytree(base / "before", out)
             incs.append(_run(str(src), str(out), "--incremental", *model)[0])
             shutil.rmtree(full, ignore_errors=True)
-            fulls.append(_run(str(src), str(full), "--engine", "native", *model)[0])
+            fulls.append(_run(str(src), str(full), *model)[0])
         t_inc, t_full = float(np.median(incs)), float(np.median(fulls))
         summary = json.loads((out / "_summary.json").read_text())
         t_noop, noop_line = _run(str(src), str(out), "--incremental", *model)

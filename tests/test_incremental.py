@@ -184,6 +184,7 @@ def updated(shared_dir: Path, onnx_224: Path, tmp_path_factory: pytest.TempPathF
     before = _rows(out)
     pca_before = (out / "_pca" / "pca.json").read_bytes()
     shutil.copytree(out, refit_out)
+    shutil.copytree(out, base / "first")  # (test_incremental_on_spark starts from it)
     kinds = _update_folder(shared_dir, src)
     inc = run(_config(src, out, onnx_224, incremental=True))
     refit = run(_config(src, refit_out, onnx_224, incremental=True, refit=True))
@@ -233,6 +234,54 @@ def test_incremental_rows(updated) -> None:
     assert len(kept) == u["inc"]["incremental"]["kept"]
     for path in kept:  # byte for byte, PCA scores included
         assert rows[path] == before[path], path
+
+
+@pytest.mark.spark
+def test_incremental_on_spark(updated, spark, onnx_224: Path) -> None:
+    """With a (classic) Spark session the new and changed images are featurized by
+    Spark's tasks: the same rows, features, PCA file and counts as on this machine;
+    with --refit the same refitted PCA."""
+    u = updated
+    out, refit_out = u["base"] / "spark-out", u["base"] / "spark-refit"
+    shutil.copytree(u["base"] / "first", out)
+    shutil.copytree(u["base"] / "first", refit_out)
+    summary = run(_config(u["src"], out, onnx_224, incremental=True, engine="spark"), spark)
+    assert summary["engine"] == "spark" and summary["incremental"] == u["inc"]["incremental"]
+    native, rows = output.read_output(str(u["out"]))[0], output.read_output(str(out))[0]
+    assert rows.equals(native)  # every row, bit for bit, in the same order
+    assert (out / "_pca" / "pca.json").read_bytes() == u["pca_before"]
+    refit = run(
+        _config(u["src"], refit_out, onnx_224, incremental=True, refit=True, master="local[2]"),
+        spark,
+    )
+    assert refit["incremental"]["refit"] is True and refit["images"] == u["full"]["images"]
+    a = json.loads((refit_out / "_pca" / "pca.json").read_text())
+    b = json.loads((u["base"] / "refit" / "_pca" / "pca.json").read_text())
+    assert a["n_samples"] == b["n_samples"] and a["k"] == b["k"]
+    np.testing.assert_allclose(a["mean"], b["mean"], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(a["explained_variance"], b["explained_variance"], rtol=1e-9)
+
+
+@pytest.mark.spark
+def test_incremental_on_spark_puts_rows_back_in_listing_order(
+    updated, spark, onnx_224: Path, monkeypatch
+) -> None:
+    """Rows that come back from Spark in another order (here: every batch and the
+    batches reversed) are written in listing order all the same."""
+    from fruitlens import _incremental_spark
+
+    u = updated
+    out = u["base"] / "spark-reversed"
+    shutil.copytree(u["base"] / "first", out)
+    collect = _incremental_spark.fl_spark.collect_arrow_batches
+
+    def reversed_batches(df):
+        batches = list(collect(df))
+        return [b.take(pa.array(range(len(b) - 1, -1, -1))) for b in reversed(batches)]
+
+    monkeypatch.setattr(_incremental_spark.fl_spark, "collect_arrow_batches", reversed_batches)
+    run(_config(u["src"], out, onnx_224, incremental=True, engine="spark"), spark)
+    assert output.read_output(str(out))[0].equals(output.read_output(str(u["out"]))[0])
 
 
 def test_incremental_keeps_the_saved_pca(updated) -> None:
@@ -369,9 +418,13 @@ def test_one_line_errors_before_any_work(
     shared_dir: Path, onnx_224: Path, random_onnx: Path, tmp_path: Path, monkeypatch
 ) -> None:
     src = _first_folder(shared_dir, tmp_path / "src")
-    for kw in ({"engine": "spark"}, {"master": "local[1]"}, {"remote": "sc://localhost"}):
-        with pytest.raises(CLIError, match="incremental runs use the native engine"):
+    for kw in ({"remote": "sc://localhost"}, {"master": "sc://localhost"}):
+        with pytest.raises(CLIError, match="not over Spark Connect"):
             run(_config(src, tmp_path / "o", onnx_224, incremental=True, **kw))
+    with pytest.raises(CLIError, match="drop --io spark"):
+        run(_config(src, tmp_path / "o", onnx_224, incremental=True, io="spark"))
+    with pytest.raises(CLIError, match="not hdfs://nn/out"):
+        run(_config(src, "hdfs://nn/out", onnx_224, incremental=True, engine="spark"))
     with pytest.raises(CLIError, match="--refit goes with --incremental"):
         run(_config(src, tmp_path / "o", onnx_224, refit=True))
     assert not (tmp_path / "o").exists()

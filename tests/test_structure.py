@@ -213,7 +213,8 @@ LAYERS = {
     "api": "fruitlens",
     "spark": "spark ml",
     "app": "pipeline _report _session _preflight _args _logs _progress cli job serve _model_dir "
-    "train_pipeline predict _native_run _native_embed _lineage _incremental _stream_run",
+    "train_pipeline predict _native_run _native_embed _lineage _incremental _incremental_spark "
+    "_stream_run",
 }
 
 

@@ -112,7 +112,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         action="store_true",
         help="update OUTPUT (a fruitlens output): featurize only new or changed images (by "
         "path, size and modification time), drop deleted ones, project with the saved PCA; "
-        "a full run if OUTPUT does not exist (native engine)",
+        "a full run if OUTPUT does not exist (local folders, s3://, gs://; with --engine "
+        "spark or --master the new images are embedded by Spark's tasks)",
     )
     parser.add_argument(
         "--refit",

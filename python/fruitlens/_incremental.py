@@ -19,7 +19,10 @@ summary) unless ``--refit`` or smaller than half a full run's part; the other ke
 and the new ones are written as new parts, in listing order. Nothing new, changed,
 deleted or to retry (and no ``--refit``): nothing is written, and
 :func:`run_incremental` returns the output's summary with ``up_to_date`` and a
-one-line ``message``. Incremental runs use the native engine.
+one-line ``message``. The new images are embedded on this machine (the native
+engine's featurize pass) or, given a classic Spark session, by its tasks
+(:func:`fruitlens._incremental_spark.featurize_on_spark`); listing, diff, merge and
+commit run here either way.
 
 The diff and the merge are pure functions (:mod:`fruitlens._lineage`); the old output
 is streamed and the new rows spilled, so memory stays bounded as in a full run.
@@ -32,7 +35,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -42,6 +44,7 @@ import pyarrow.parquet as pq
 from ._common import IMAGE_EXTENSIONS
 from ._errors import CLIError
 from ._faults import kill_point
+from ._incremental_spark import featurize_on_spark
 from ._lineage import (
     INDEX_COLUMNS,
     LINEAGE,
@@ -54,11 +57,18 @@ from ._lineage import (
     merge,
 )
 from ._listing import ImageRef
-from ._native_embed import Featurized, NativeProgress, featurize, list_input, rows_per_part
+from ._native_embed import (
+    Featurized,
+    NativeProgress,
+    featurize,
+    list_input,
+    rows_per_part,
+)
 from ._pca import PCA, PCAStats
 from ._progress import stage
-from ._report import all_failed, run_summary
+from ._report import RunCounts, all_failed, run_summary
 from .output import PCA_FILE, OutputTarget
+from .spark import _connect as fl_connect
 
 if TYPE_CHECKING:
     from .pipeline import RunConfig
@@ -162,13 +172,14 @@ def run_incremental(
     size: int | None,
     t_start: float,
     say: Callable[[str], None],
+    spark: Any = None,
 ) -> dict[str, Any]:
-    """The incremental run (``target`` prepared over an existing output); returns the
-    summary; when there is nothing to do (nothing written) the committed output's
-    summary with ``"up_to_date": True`` and a one-line ``"message"``. Memory stays
-    bounded: the old output is streamed part by part and the new rows are spilled, as
-    in a full run. On any failure what this run wrote
-    is removed and the previous output stays."""
+    """The incremental run (``target`` prepared over an existing output; given a
+    ``spark`` session the new images are featurized by its tasks); returns the summary,
+    or when there is nothing to do (nothing written) the committed output's summary
+    with ``"up_to_date": True`` and a one-line ``"message"``. Memory stays bounded (old
+    parts streamed, new rows spilled). On any failure what this run wrote is removed
+    and the previous output stays."""
     stages: dict[str, float] = {}
     spill_dir = tempfile.mkdtemp(prefix="fruitlens-incremental-")
     try:
@@ -184,8 +195,9 @@ def run_incremental(
         with NativeProgress(len(todo), enabled=config.progress) as progress:
             with stage("featurize", progress, stages):
                 kill_point("featurize")
-                fresh = _featurize(config, todo, spill_dir, model, progress)
-            counts = _Counts.of(index.column("error"), changes.kept, fresh)
+                spill = os.path.join(spill_dir, "rows.arrow")
+                fresh = _featurize(config, todo, spill, model, progress, spark)
+            counts = RunCounts.of(index.column("error"), changes.kept, fresh)
             if counts.errors == counts.images:
                 raise CLIError(all_failed(counts.images, counts.error_kinds, counts.samples))
             with stage("pca_fit", progress, stages):
@@ -203,7 +215,7 @@ def run_incremental(
                     merge(kept_rows, fresh_rows), schema=OUTPUT_SCHEMA, rows_per_file=rows_per_file
                 )
                 target.write_text(PCA_FILE, pca_text)
-        summary = _summary(config, model, size, counts, pca, stages, t_start)
+        summary = _summary(config, model, size, counts, pca, stages, t_start, spark)
         summary["incremental"] = {**changes.counts(config.refit), "parts_reused": len(reused)}
         target.commit_run(summary)
         return summary
@@ -228,12 +240,13 @@ def _summary(
     config: RunConfig,
     model: str,
     size: int | None,
-    counts: _Counts,
+    counts: RunCounts,
     pca: PCA,
     stages: dict[str, float],
     t_start: float,
+    spark: Any = None,
 ) -> dict[str, Any]:
-    """A full native run's ``_summary.json`` keys (the caller adds ``incremental``)."""
+    """A full run's ``_summary.json`` keys (the caller adds ``incremental``)."""
     return run_summary(
         config,
         model,
@@ -244,9 +257,9 @@ def _summary(
         t_start,
         pca_statistics="stored features (refit)" if config.refit else "saved PCA",
         seconds_spark_start=None,
-        master=None,
-        spark_version=None,
-        engine="native",
+        master=None if spark is None else fl_connect.master(spark),
+        spark_version=None if spark is None else spark.version,
+        engine="native" if spark is None else "spark",
     )
 
 
@@ -269,14 +282,17 @@ def _up_to_date(config: RunConfig, changes: Diff, previous: dict[str, Any]) -> d
 
 
 def _featurize(
-    config: RunConfig, todo: list[ImageRef], spill_dir: str, model: str, progress: Any
+    config: RunConfig, todo: list[ImageRef], spill: str, model: str, progress: Any, spark: Any
 ) -> Featurized | None:
-    """The featurize pass over ``todo`` (spilled, PCA statistics gathered), or None."""
+    """The featurize pass over ``todo`` (spilled, PCA statistics gathered), or None;
+    on Spark's tasks given a session."""
     if not todo:
         return None
+    if spark is not None:
+        return featurize_on_spark(spark, config, todo, spill, model, progress)
     return featurize(
         todo,
-        os.path.join(spill_dir, "rows.arrow"),
+        spill,
         model=model,
         batch_size=config.batch_size,
         threads=config.threads,
@@ -368,31 +384,3 @@ def _pca(
     assert stats is not None  # not every row failed (checked before)
     pca = PCA(config.k).fit_stats(stats)
     return pca, pca.to_json()
-
-
-@dataclass
-class _Counts:
-    """What ``run_summary`` counts over the new output's rows."""
-
-    images: int
-    errors: int
-    features: int
-    error_kinds: dict[str, int]
-    samples: dict[str, str]
-
-    @classmethod
-    def of(cls, old_errors: Any, kept: list[int], fresh: Featurized | None) -> _Counts:
-        """The kept rows' (from the old index) and the fresh rows' counts."""
-        errors = old_errors.take(pa.array(kept, pa.int64())).to_pylist()
-        kinds = dict(fresh.error_kinds) if fresh else {}
-        samples = dict(fresh.samples) if fresh else {}
-        n_errors = fresh.errors if fresh else 0
-        for error in errors:
-            if error is None:
-                continue
-            n_errors += 1
-            kind = error.split(":", 1)[0]
-            kinds[kind] = kinds.get(kind, 0) + 1
-            samples[kind] = min(samples.get(kind, error), error)
-        images = len(kept) + (fresh.images if fresh else 0)
-        return cls(images, n_errors, images - n_errors, kinds, samples)

@@ -117,6 +117,17 @@ class Featurized:
     samples: dict[str, str] = field(default_factory=dict)
     stats: PCAStats | None = None
 
+    def count(self, batch: pa.RecordBatch) -> None:
+        """Count the rows of ``batch`` (:data:`ROW_NAMES`): images, errors by kind."""
+        errors = [e for e in batch.column(3).to_pylist() if e is not None]
+        self.images += batch.num_rows
+        self.errors += len(errors)
+        self.features += batch.num_rows - batch.column(2).null_count
+        for error in errors:
+            kind = error.split(":", 1)[0]
+            self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+            self.samples[kind] = min(self.samples.get(kind, error), error)
+
     def batches(self) -> Iterator[pa.RecordBatch]:
         """The rows, in listing order (memory-mapped)."""
         with pa.memory_map(self.spill) as source:
@@ -204,20 +215,12 @@ class _Pass:
         return stats
 
     def record(self, index: int, batch: pa.RecordBatch) -> None:
-        errors = [e for e in batch.column(3).to_pylist() if e is not None]
         with self.lock:
             if self.writer is None:
                 self.writer = pa.ipc.new_file(self.out.spill, batch.schema)
             self.writer.write_batch(batch)
             self.where[index] = len(self.where)
-            out = self.out
-            out.images += batch.num_rows
-            out.errors += len(errors)
-            out.features += batch.num_rows - batch.column(2).null_count
-            for error in errors:
-                kind = error.split(":", 1)[0]
-                out.error_kinds[kind] = out.error_kinds.get(kind, 0) + 1
-                out.samples[kind] = min(out.samples.get(kind, error), error)
+            self.out.count(batch)
             self.progress.add(batch.num_rows)
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import pyarrow as pa
 
 from . import _uri
-from ._common import IMAGE_EXTENSIONS, has_glob
+from ._common import IMAGE_EXTENSIONS, has_glob, is_spark_connect
 from ._errors import CLIError
 from ._faults import kill_point
 from ._incremental import run_incremental
@@ -95,12 +95,7 @@ def choose_engine(config: RunConfig, spark: Any = None) -> str:
     if config.refit and not config.incremental:
         raise CLIError("--refit goes with --incremental (a full run always fits the PCA)")
     if config.incremental:
-        if engine == "spark" or spark is not None or config.master or config.remote:
-            raise CLIError(
-                "--incremental runs use the native engine: drop --engine spark, "
-                "--master and --remote (local folders and s3:// or gs:// only)"
-            )
-        engine = "native"
+        return _incremental_engine(config, engine, spark)
     if engine not in ENGINES:
         raise CLIError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if engine == "native":
@@ -118,6 +113,36 @@ def choose_engine(config: RunConfig, spark: Any = None) -> str:
     if not (_native_input(config.input) and _native_output(config.output)):
         return "spark"
     return "spark" if in_spark_application() else "native"
+
+
+def _incremental_engine(config: RunConfig, engine: str, spark: Any) -> str:
+    """The engine of an incremental run: Spark (a classic session: the new images are
+    featurized by its tasks) with ``--engine spark``, ``--master`` or a given session,
+    else native. Either way INPUT is listed and OUTPUT read and updated by this process
+    through pyarrow: local folders and s3:// or gs:// only; not over Spark Connect."""
+    for what, uri, ok in (
+        ("lists", config.input, _native_input(config.input)),
+        ("reads and updates", config.output, _native_output(config.output)),
+    ):
+        if not (ok and (_uri.is_local(uri) or _uri.scheme(uri) in _EXPLICIT_SCHEMES)):
+            raise CLIError(
+                f"--incremental {what} local folders and s3:// or gs:// object stores, "
+                f"not {uri} (globs and Hadoop URIs: run without --incremental)"
+            )
+    if config.io == "spark":
+        raise CLIError("--incremental reads and writes through pyarrow: drop --io spark")
+    master = config.master or ""
+    connect = config.remote or master.startswith("sc://")
+    if connect or (spark is not None and is_spark_connect(spark)):
+        raise CLIError(
+            "--incremental runs on this machine or on a classic Spark session (--master), "
+            "not over Spark Connect: drop --remote"
+        )
+    if engine == "spark" or spark is not None or config.master:
+        return "spark"
+    if engine not in ENGINES:
+        raise CLIError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    return "native"
 
 
 # --------------------------------------------------------------------------------------

@@ -7,12 +7,15 @@ pyspark is imported only where a DataFrame is counted, so the CLI imports this w
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
+
+import pyarrow as pa
 
 from . import _uri
 from ._manifest import PCA_FILE
 
-__all__ = ["all_failed", "error_kinds", "format_summary", "run_summary"]
+__all__ = ["RunCounts", "all_failed", "error_kinds", "format_summary", "run_summary"]
 
 
 def error_kinds(features: Any) -> tuple[dict[str, int], dict[str, str]]:
@@ -111,3 +114,32 @@ def run_summary(
         "engine": engine["engine"],
         "resize": config.resize,
     }
+
+
+@dataclass
+class RunCounts:
+    """What :func:`run_summary` counts over an incremental run's rows."""
+
+    images: int
+    errors: int
+    features: int
+    error_kinds: dict[str, int]
+    samples: dict[str, str]
+
+    @classmethod
+    def of(cls, old_errors: Any, kept: list[int], fresh: Any) -> RunCounts:
+        """The kept rows' (their errors from the old output's index) and the fresh
+        rows' counts (``fresh``: a :class:`fruitlens._native_embed.Featurized` or None)."""
+        errors = old_errors.take(pa.array(kept, pa.int64())).to_pylist()
+        kinds = dict(fresh.error_kinds) if fresh else {}
+        samples = dict(fresh.samples) if fresh else {}
+        n_errors = fresh.errors if fresh else 0
+        for error in errors:
+            if error is None:
+                continue
+            n_errors += 1
+            kind = error.split(":", 1)[0]
+            kinds[kind] = kinds.get(kind, 0) + 1
+            samples[kind] = min(samples.get(kind, error), error)
+        images = len(kept) + (fresh.images if fresh else 0)
+        return cls(images, n_errors, images - n_errors, kinds, samples)

@@ -50,7 +50,7 @@ from ._preflight import check_input, check_model, local_path
 from ._session import SqlConf
 from .output import check_paths
 from .output._stores import store_for
-from .spark._lazy import listing_frame
+from .spark._featurize import featurize_refs
 
 __all__ = ["CHECKPOINT_DIR", "Checkpoint", "StreamConfig", "run_stream", "settled"]
 
@@ -165,15 +165,13 @@ def _featurize_batch(
     spark: Any, config: StreamConfig, model: str, pca_text: str, refs: list[ImageRef]
 ) -> pa.Table:
     """The output rows of ``refs`` (featurized and projected by Spark), in their order."""
-    listing = listing_frame(spark, refs, None, False)
-    feats = fl_spark.featurize(
-        listing,
+    feats = featurize_refs(
+        spark,
+        refs,
         model=model,
         size=config.size,
         batch_size=config.batch_size,
         threads=config.threads,
-        stats=False,
-        fetch_from="path",
     )
     out = fl_spark.transform_pca(feats, pca_text).select(*OUTPUT_COLUMNS)
     with SqlConf(spark, {"spark.sql.session.timeZone": "UTC"}):

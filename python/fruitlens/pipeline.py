@@ -32,6 +32,7 @@ from ._common import has_glob
 from ._core import DEFAULT_BATCH_SIZE
 from ._errors import CLIError
 from ._faults import kill_point
+from ._incremental import run_incremental
 from ._lineage import OUTPUT_COLUMNS
 from ._logs import PROG, open_run_log
 from ._native_run import choose_engine, run_native
@@ -101,7 +102,7 @@ def check_inputs(
     if engine == "spark":
         _session._import_pyspark()
     check_input(config.input, config.output)
-    io = "arrow" if engine == "native" else config.io
+    io = "arrow" if engine == "native" or config.incremental else config.io
     # --incremental updates an existing output: it may replace it
     overwrite = config.overwrite or config.incremental
     target = output_target(config.output, io=io, overwrite=overwrite)
@@ -152,6 +153,9 @@ def run(
                 config.output, io=config.io, overwrite=config.overwrite, spark=spark
             )
         assert target is not None
+        if config.incremental and target.previous is not None:  # else: a full run
+            say = log or _print_note
+            return run_incremental(config, target, model, size, t_start, say=say, spark=spark)
         state = _Run(config, spark, target, model, size, say=log or _print_note)
         try:
             feats, pca, stats_source = _stages(state)

@@ -10,14 +10,14 @@ from __future__ import annotations
 import functools
 import os
 import posixpath
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import _uri
 from .._common import FEATURE_DIM, PathLike
 from .._core import DEFAULT_BATCH_SIZE, RESIZE_MODES, Embedder
 from .._errors import ModelError
 from . import _connect
-from ._lazy import fetch_source, is_lazy
+from ._lazy import fetch_source, is_lazy, listing_frame
 from ._paths import local_path_or_none, spark_major
 from ._pca import FeatureStats, auto_stats, register_features
 from ._read import READ_ERROR_COL
@@ -33,6 +33,7 @@ __all__ = [
     "ModelShape",
     "bound_arrow_batches",
     "featurize",
+    "featurize_refs",
     "model_shape",
 ]
 
@@ -278,3 +279,30 @@ def _input_frame(
     if fetch_from is None:
         bound_arrow_batches(df.sparkSession)
     return _select_inputs(df, content_col, output_col, error_col, keep_content, fetch_from)
+
+
+def featurize_refs(
+    spark: SparkSession,
+    refs: list[Any],
+    *,
+    model: PathLike,
+    size: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    threads: int | None = None,
+    resize: str = "exact",
+    partitions: int | None = None,
+) -> DataFrame:
+    """:func:`featurize` over images listed on the driver (``fruitlens.io.ImageRef`` s,
+    :func:`fruitlens.spark._lazy.listing_frame`), each file read by the task that embeds
+    it (``fetch_from="path"``), no PCA statistics: ``path, label, length,
+    modificationTime, features, error``."""
+    return featurize(
+        listing_frame(spark, refs, partitions, False),
+        model=model,
+        size=size,
+        batch_size=batch_size,
+        threads=threads,
+        stats=False,
+        fetch_from="path",
+        resize=resize,
+    )
