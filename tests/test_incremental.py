@@ -262,6 +262,19 @@ def test_incremental_on_spark(updated, spark, onnx_224: Path) -> None:
     np.testing.assert_allclose(a["explained_variance"], b["explained_variance"], rtol=1e-9)
 
 
+def test_incremental_on_spark_with_nothing_to_do_starts_no_spark(
+    updated, onnx_224: Path, monkeypatch
+) -> None:
+    from fruitlens import _session
+
+    def no_spark(*args, **kwargs):
+        raise AssertionError("a Spark session was started for nothing")
+
+    monkeypatch.setattr(_session, "get_session", no_spark)
+    again = run(_config(updated["src"], updated["out"], onnx_224, incremental=True, engine="spark"))
+    assert again["up_to_date"] is True and again["images"] == updated["full"]["images"]
+
+
 @pytest.mark.spark
 def test_incremental_on_spark_puts_rows_back_in_listing_order(
     updated, spark, onnx_224: Path, monkeypatch

@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 from ._common import IMAGE_EXTENSIONS
 from ._errors import CLIError
 from ._faults import kill_point
-from ._incremental_spark import featurize_on_spark
+from ._incremental_spark import LazySession, featurize_on_spark
 from ._lineage import (
     INDEX_COLUMNS,
     LINEAGE,
@@ -172,10 +172,11 @@ def run_incremental(
     size: int | None,
     t_start: float,
     say: Callable[[str], None],
-    spark: Any = None,
+    spark: LazySession | None = None,
 ) -> dict[str, Any]:
-    """The incremental run (``target`` prepared over an existing output; given a
-    ``spark`` session the new images are featurized by its tasks); returns the summary,
+    """The incremental run (``target`` prepared over an existing output; given
+    ``spark``, the new images are featurized by its tasks, its session started only
+    then); returns the summary,
     or when there is nothing to do (nothing written) the committed output's summary
     with ``"up_to_date": True`` and a one-line ``"message"``. Memory stays bounded (old
     parts streamed, new rows spilled). On any failure what this run wrote is removed
@@ -244,9 +245,10 @@ def _summary(
     pca: PCA,
     stages: dict[str, float],
     t_start: float,
-    spark: Any = None,
+    spark: LazySession | None = None,
 ) -> dict[str, Any]:
     """A full run's ``_summary.json`` keys (the caller adds ``incremental``)."""
+    session = spark.spark if spark is not None else None  # None: never started
     return run_summary(
         config,
         model,
@@ -257,8 +259,8 @@ def _summary(
         t_start,
         pca_statistics="stored features (refit)" if config.refit else "saved PCA",
         seconds_spark_start=None,
-        master=None if spark is None else fl_connect.master(spark),
-        spark_version=None if spark is None else spark.version,
+        master=None if session is None else fl_connect.master(session),
+        spark_version=None if session is None else session.version,
         engine="native" if spark is None else "spark",
     )
 
@@ -282,14 +284,19 @@ def _up_to_date(config: RunConfig, changes: Diff, previous: dict[str, Any]) -> d
 
 
 def _featurize(
-    config: RunConfig, todo: list[ImageRef], spill: str, model: str, progress: Any, spark: Any
+    config: RunConfig,
+    todo: list[ImageRef],
+    spill: str,
+    model: str,
+    progress: Any,
+    spark: LazySession | None,
 ) -> Featurized | None:
     """The featurize pass over ``todo`` (spilled, PCA statistics gathered), or None;
     on Spark's tasks given a session."""
     if not todo:
         return None
     if spark is not None:
-        return featurize_on_spark(spark, config, todo, spill, model, progress)
+        return featurize_on_spark(spark(), config, todo, spill, model, progress)
     return featurize(
         todo,
         spill,

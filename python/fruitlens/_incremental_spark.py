@@ -8,7 +8,7 @@ rest of the incremental run (:mod:`fruitlens._incremental`) is the same on both 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -19,13 +19,34 @@ from ._lineage import OUTPUT_SCHEMA
 from ._listing import ImageRef
 from ._native_embed import ROW_NAMES, Featurized
 from ._pca import PCAStats
-from ._session import SqlConf
+from ._session import SqlConf, stop_session
 from .spark._featurize import featurize_refs
 
 if TYPE_CHECKING:
     from .pipeline import RunConfig
 
-__all__ = ["featurize_on_spark"]
+__all__ = ["LazySession", "featurize_on_spark"]
+
+
+class LazySession:
+    """The Spark session of an incremental run on Spark: ``spark`` (given), else made by
+    ``start()`` (``(session, created)``, as ``fruitlens._session.get_session``) on the
+    first call, so that a run with nothing to embed starts no JVM. :meth:`stop` stops
+    it if it was created here; :attr:`spark` is None until then."""
+
+    def __init__(self, spark: Any, start: Callable[[], tuple[Any, bool]]) -> None:
+        self.spark, self.start = spark, start
+        self.created = False
+
+    def __call__(self) -> Any:
+        if self.spark is None:
+            self.spark, self.created = self.start()
+        return self.spark
+
+    def stop(self) -> None:
+        if self.created:
+            stop_session(self.spark)
+
 
 #: The spilled rows' schema (:data:`ROW_NAMES`, the output's types).
 _ROW_SCHEMA = pa.schema([OUTPUT_SCHEMA.field(name) for name in ROW_NAMES])

@@ -33,6 +33,7 @@ from ._core import DEFAULT_BATCH_SIZE
 from ._errors import CLIError
 from ._faults import kill_point
 from ._incremental import run_incremental
+from ._incremental_spark import LazySession
 from ._lineage import OUTPUT_COLUMNS
 from ._logs import PROG, open_run_log
 from ._native_run import choose_engine, run_native
@@ -141,6 +142,18 @@ def run(
         if config.incremental and os.environ.get("SPARK_REMOTE"):
             say(f"{PROG}: note: --incremental runs on this machine; SPARK_REMOTE is not used")
         return run_native(config, target, model, size, t_start, say=say)
+    if config.incremental and target is not None and target.previous is not None:
+        session = LazySession(
+            spark,
+            lambda: _session.get_session(
+                config.master, log_file=log_file, remote=config.remote, progress=config.progress
+            ),
+        )  # started only if there is work
+        try:
+            say = log or _print_note
+            return run_incremental(config, target, model, size, t_start, say=say, spark=session)
+        finally:
+            session.stop()
     created = False
     if spark is None:
         spark, created = _session.get_session(
@@ -153,9 +166,6 @@ def run(
                 config.output, io=config.io, overwrite=config.overwrite, spark=spark
             )
         assert target is not None
-        if config.incremental and target.previous is not None:  # else: a full run
-            say = log or _print_note
-            return run_incremental(config, target, model, size, t_start, say=say, spark=spark)
         state = _Run(config, spark, target, model, size, say=log or _print_note)
         try:
             feats, pca, stats_source = _stages(state)
