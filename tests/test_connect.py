@@ -257,3 +257,42 @@ def test_an_unreachable_connect_server_is_a_one_line_error(
     for result in (dead, bad):
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_stream_over_connect_matches_classic(
+    connect_url: str, fruit_images: Path, onnx_224: Path, tmp_path: Path
+) -> None:
+    """``fruitlens stream --remote``: the same rows (errors included) and bit-identical
+    features as the stream on a classic local session; a restart has nothing to redo."""
+    import fruitlens
+
+    rng = np.random.default_rng(0)
+    fruitlens.PCA(3).fit(rng.normal(size=(20, 1280)).astype(np.float32)).save(tmp_path / "pca.json")
+    common = ["--pca", str(tmp_path / "pca.json"), "--model", str(onnx_224)]
+    common += ["--once", "--settle", "0s", "--trigger", "500ms"]
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+
+    def stream(out: Path, *extra: str) -> subprocess.CompletedProcess:
+        argv = [FRUITLENS, "stream", str(fruit_images), str(out), *common, *extra]
+        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+
+    classic = stream(tmp_path / "classic", "--master", "local[2]")
+    assert classic.returncode == 0, classic.stderr
+    remote = stream(tmp_path / "connect", "--remote", connect_url)
+    assert remote.returncode == 0, remote.stderr
+    assert "43 new rows" in remote.stdout
+    a = {p.name: p for p in (tmp_path / "classic").glob("part-*.parquet")}
+    assert a and sorted(a) == sorted(p.name for p in (tmp_path / "connect").glob("part-*"))
+    rows_a = {r["path"]: r for p in sorted(a.values()) for r in pq.read_table(p).to_pylist()}
+    rows_b = {
+        r["path"]: r
+        for p in sorted((tmp_path / "connect").glob("part-*.parquet"))
+        for r in pq.read_table(p).to_pylist()
+    }
+    assert sorted(rows_a) == sorted(rows_b) and len(rows_b) == 43
+    for path, row in rows_a.items():
+        assert row["error"] == rows_b[path]["error"] and row["label"] == rows_b[path]["label"]
+        assert row["features"] == rows_b[path]["features"]  # bit-identical
+        assert _max_delta(row["pca"], rows_b[path]["pca"]) < 1e-4
+    again = stream(tmp_path / "connect", "--remote", connect_url)
+    assert again.returncode == 0 and "0 new rows" in again.stdout, again.stderr

@@ -195,6 +195,19 @@ def test_stream_refuses_bad_arguments_before_work(tmp_path) -> None:
         ([str(tmp_path / "nope"), str(tmp_path / "o"), "--pca", "x"], "does not exist"),
         ([str(inp), str(tmp_path / "o"), "--pca", "x", "--trigger", "soon"], "duration"),
         (["hdfs://nn/in", str(tmp_path / "o"), "--pca", "x"], "local folder or an object store"),
+        (
+            [
+                str(inp),
+                str(tmp_path / "o"),
+                "--pca",
+                "x",
+                "--master",
+                "local[1]",
+                "--remote",
+                "sc://h",
+            ],
+            "either --master",
+        ),
     ]
     for argv, word in cases:
         r = subprocess.run([*FRUITLENS, "stream", *argv], capture_output=True, text=True)

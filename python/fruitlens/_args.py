@@ -188,6 +188,12 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     )
     parser.add_argument("--master", help="Spark master (default: local[*])")
     parser.add_argument(
+        "--remote",
+        metavar="URL",
+        help="Spark Connect server (sc://HOST:PORT; local[N] starts one; default: "
+        "$SPARK_REMOTE); its executors read INPUT's files",
+    )
+    parser.add_argument(
         "--batch-size",
         type=positive_int,
         default=DEFAULT_BATCH_SIZE,

@@ -47,7 +47,7 @@ from ._logs import PROG, open_run_log
 from ._native_embed import list_input
 from ._pca import PCA
 from ._preflight import check_input, check_model, local_path
-from ._session import SqlConf
+from ._session import SqlConf, check_master_remote
 from .output import check_paths
 from .output._stores import store_for
 from .spark._featurize import featurize_refs
@@ -73,6 +73,7 @@ class StreamConfig:
     max_files_per_trigger: int | None = None
     once: bool = False
     master: str | None = None
+    remote: str | None = None
     batch_size: int = 32
     threads: int | None = None
     verbose: bool = False
@@ -302,6 +303,7 @@ def _check_output(store: Any, output: str, checkpoint: str) -> None:
 
 def prepare(config: StreamConfig) -> tuple[str, str, Checkpoint]:
     """The checks that need no Spark: ``(model, PCA JSON, checkpoint)``."""
+    check_master_remote(config.master, config.remote)
     for name, uri in (("INPUT", config.input), ("OUTPUT", config.output)):
         if not (_uri.is_local(uri) or _uri.scheme(uri) in _uri.OBJECT_SCHEMES):
             where = "a local folder or an object store prefix (s3://, gs://)"
@@ -334,7 +336,9 @@ def run_stream(config: StreamConfig, spark: Any = None) -> int:
     log_file = open_run_log(config.verbose)
     created = False
     if spark is None:
-        spark, created = _session.get_session(config.master, log_file=log_file, progress=False)
+        spark, created = _session.get_session(
+            config.master, log_file=log_file, remote=config.remote, progress=False
+        )
     try:
         return _Stream(config, spark, model, pca_text, ckpt).loop()
     finally:

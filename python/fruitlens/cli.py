@@ -221,6 +221,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
         max_files_per_trigger=args.max_files_per_trigger,
         once=args.once,
         master=args.master,
+        remote=args.remote,
         batch_size=args.batch_size,
         threads=args.threads,
         verbose=args.verbose,
