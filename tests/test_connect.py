@@ -296,3 +296,36 @@ def test_stream_over_connect_matches_classic(
         assert _max_delta(row["pca"], rows_b[path]["pca"]) < 1e-4
     again = stream(tmp_path / "connect", "--remote", connect_url)
     assert again.returncode == 0 and "0 new rows" in again.stdout, again.stderr
+
+
+def test_incremental_run_over_connect_matches_native(
+    connect_url: str, fruit_images: Path, onnx_224: Path, tmp_path: Path
+) -> None:
+    """``fruitlens run --incremental --remote``: the new images embedded by the Connect
+    server's tasks; the output equals the native incremental run's, row for row."""
+    import shutil
+
+    from fruitlens import output
+
+    src = tmp_path / "src"
+    shutil.copytree(fruit_images, src)
+    common = ["--model", str(onnx_224), "--k", "5", "--no-progress", "--partitions", "2"]
+    first = _run(str(src), str(tmp_path / "native"), "--engine", "native", *common)
+    assert first.returncode == 0, first.stderr
+    shutil.copytree(tmp_path / "native", tmp_path / "connect")
+    extra = sorted((fruit_images / "apple").glob("*.jpg"))[:2]
+    for i, path in enumerate(extra):
+        shutil.copyfile(path, src / "lemon" / f"new-{i}.jpg")
+    (src / "mango" / "empty.jpg").unlink()
+    native = _run(str(src), str(tmp_path / "native"), "--incremental", *common)
+    assert native.returncode == 0, native.stderr
+    remote = _run(
+        str(src), str(tmp_path / "connect"), "--incremental", "--remote", connect_url, *common
+    )
+    assert remote.returncode == 0, remote.stderr
+    summary = json.loads((tmp_path / "connect" / "_summary.json").read_text())
+    assert summary["engine"] == "spark" and summary["spark_connect"] is True
+    assert summary["incremental"]["new"] == 2 and summary["incremental"]["deleted"] == 1
+    a = output.read_output(str(tmp_path / "native"))[0]
+    b = output.read_output(str(tmp_path / "connect"))[0]
+    assert a.num_rows == 44 and a.equals(b)

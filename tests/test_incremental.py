@@ -431,9 +431,6 @@ def test_one_line_errors_before_any_work(
     shared_dir: Path, onnx_224: Path, random_onnx: Path, tmp_path: Path, monkeypatch
 ) -> None:
     src = _first_folder(shared_dir, tmp_path / "src")
-    for kw in ({"remote": "sc://localhost"}, {"master": "sc://localhost"}):
-        with pytest.raises(CLIError, match="not over Spark Connect"):
-            run(_config(src, tmp_path / "o", onnx_224, incremental=True, **kw))
     with pytest.raises(CLIError, match="drop --io spark"):
         run(_config(src, tmp_path / "o", onnx_224, incremental=True, io="spark"))
     with pytest.raises(CLIError, match="not hdfs://nn/out"):

@@ -261,6 +261,7 @@ def _summary(
         seconds_spark_start=None,
         master=None if session is None else fl_connect.master(session),
         spark_version=None if session is None else session.version,
+        spark_connect=session is not None and fl_connect.is_connect(session),
         engine="native" if spark is None else "spark",
     )
 

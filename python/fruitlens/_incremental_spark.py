@@ -1,8 +1,9 @@
 """The featurize pass of ``fruitlens run --incremental`` on Spark (``--engine spark``,
-``--master``, a given classic session): the new and changed images are read and embedded
-by Spark's tasks; their rows come back to the driver, which spills them in listing
-order as the native pass does (:class:`fruitlens._native_embed.Featurized`), so that the
-rest of the incremental run (:mod:`fruitlens._incremental`) is the same on both engines.
+``--master``, ``--remote`` (Spark Connect), or a given session): the new and changed
+images are read and embedded by Spark's tasks; their rows come back to the driver,
+which spills them in listing order as the native pass does
+(:class:`fruitlens._native_embed.Featurized`), so that the rest of the incremental run
+(:mod:`fruitlens._incremental`) is the same on both engines.
 """
 
 from __future__ import annotations

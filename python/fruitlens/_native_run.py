@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import pyarrow as pa
 
 from . import _uri
-from ._common import IMAGE_EXTENSIONS, has_glob, is_spark_connect
+from ._common import IMAGE_EXTENSIONS, has_glob
 from ._errors import CLIError
 from ._faults import kill_point
 from ._incremental import run_incremental
@@ -116,10 +116,11 @@ def choose_engine(config: RunConfig, spark: Any = None) -> str:
 
 
 def _incremental_engine(config: RunConfig, engine: str, spark: Any) -> str:
-    """The engine of an incremental run: Spark (a classic session: the new images are
-    featurized by its tasks) with ``--engine spark``, ``--master`` or a given session,
-    else native. Either way INPUT is listed and OUTPUT read and updated by this process
-    through pyarrow: local folders and s3:// or gs:// only; not over Spark Connect."""
+    """The engine of an incremental run: Spark (the new images are featurized by its
+    tasks) with ``--engine spark``, ``--master``, ``--remote`` or a given session, else
+    native (``SPARK_REMOTE`` alone does not make it Spark). Either way INPUT is listed
+    and OUTPUT read and updated by this process through pyarrow: local folders and
+    s3:// or gs:// only."""
     for what, uri, ok in (
         ("lists", config.input, _native_input(config.input)),
         ("reads and updates", config.output, _native_output(config.output)),
@@ -131,14 +132,7 @@ def _incremental_engine(config: RunConfig, engine: str, spark: Any) -> str:
             )
     if config.io == "spark":
         raise CLIError("--incremental reads and writes through pyarrow: drop --io spark")
-    master = config.master or ""
-    connect = config.remote or master.startswith("sc://")
-    if connect or (spark is not None and is_spark_connect(spark)):
-        raise CLIError(
-            "--incremental runs on this machine or on a classic Spark session (--master), "
-            "not over Spark Connect: drop --remote"
-        )
-    if engine == "spark" or spark is not None or config.master:
+    if engine == "spark" or spark is not None or config.master or config.remote:
         return "spark"
     if engine not in ENGINES:
         raise CLIError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
