@@ -142,14 +142,9 @@ def duration_arg(text: str) -> float:
 
 def add_stream_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The arguments of ``fruitlens stream``."""
-    parser.add_argument(
-        "input",
-        metavar="INPUT",
-        help="local folder or s3://, gs:// prefix to watch (label = folder)",
-    )
-    parser.add_argument(
-        "output", metavar="OUTPUT", help="local folder or s3://, gs:// prefix of the Parquet parts"
-    )
+    where = "local folder or s3://, gs:// prefix"
+    parser.add_argument("input", metavar="INPUT", help=f"{where} to watch (label = folder)")
+    parser.add_argument("output", metavar="OUTPUT", help=f"{where} of the Parquet parts")
     parser.add_argument(
         "--pca",
         required=True,
