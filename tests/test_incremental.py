@@ -251,10 +251,11 @@ def test_incremental_on_spark(updated, spark, onnx_224: Path) -> None:
     assert rows.equals(native)  # every row, bit for bit, in the same order
     assert (out / "_pca" / "pca.json").read_bytes() == u["pca_before"]
     refit = run(
-        _config(u["src"], refit_out, onnx_224, incremental=True, refit=True, master="local[2]"),
+        _config(u["src"], refit_out, onnx_224, incremental=True, refit=True, engine="spark"),
         spark,
     )
     assert refit["incremental"]["refit"] is True and refit["images"] == u["full"]["images"]
+    assert refit["engine"] == "spark"
     a = json.loads((refit_out / "_pca" / "pca.json").read_text())
     b = json.loads((u["base"] / "refit" / "_pca" / "pca.json").read_text())
     assert a["n_samples"] == b["n_samples"] and a["k"] == b["k"]

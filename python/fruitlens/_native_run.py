@@ -132,10 +132,12 @@ def _incremental_engine(config: RunConfig, engine: str, spark: Any) -> str:
             )
     if config.io == "spark":
         raise CLIError("--incremental reads and writes through pyarrow: drop --io spark")
-    if engine == "spark" or spark is not None or config.master or config.remote:
-        return "spark"
     if engine not in ENGINES:
         raise CLIError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "native":  # as a full run with --engine native
+        return "native"
+    if engine == "spark" or spark is not None or config.master or config.remote:
+        return "spark"
     return "native"
 
 

@@ -259,8 +259,9 @@ class _Stream:
 
 
 def _listable(uri: str) -> str:
-    """What :func:`list_input` lists: a local folder's absolute path, or the URI."""
-    return local_path(uri) if _uri.is_local(uri) else uri
+    """What :func:`list_input` lists: a local folder's absolute path, or the URI (no
+    trailing ``/``: ``s3://b/in/`` is ``s3://b/in``)."""
+    return local_path(uri) if _uri.is_local(uri) else uri.rstrip("/")
 
 
 def _load_pca(path: str) -> str:
